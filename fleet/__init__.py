@@ -1,0 +1,1 @@
+"""Fleet: open-source backend for fleets of IoT devices."""

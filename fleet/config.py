@@ -1,0 +1,90 @@
+"""Every FLEET_* setting in one place, each with its default and the help text the README shows.
+
+Nothing is read at import time: `Settings()` is built by the CLI or by a test and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The deployed fleet's shared key is provisioned per installation; this default only exists so that
+# `make demo` and the simulator agree out of the box. Production sets FLEET_ALARM_HMAC_KEY.
+DEMO_HMAC_KEY_HEX = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{Path.cwd() / 'fleet.db'}",
+        description="SQLAlchemy URL: a SQLite file (default, one machine) or postgresql://user@host/db.",
+    )
+    mqtt_url: str = Field(
+        default="embedded",
+        description="`embedded` starts Fleet's own broker on FLEET_MQTT_LISTEN; otherwise "
+        "mqtt://[user:pass@]host:port of an external broker (Mosquitto, EMQX).",
+    )
+    mqtt_listen: str = Field(
+        default="127.0.0.1:1883", description="Where the embedded broker listens (host:port)."
+    )
+    mqtt_client_id: str = Field(
+        default="fleet-ingest",
+        description="MQTT client id of the ingest; a fixed id keeps the QoS 1 session across restarts.",
+    )
+    mqtt_qos: int = Field(
+        default=1, ge=0, le=1, description="Subscription QoS: 1 = at-least-once, 0 = best effort."
+    )
+    http_listen: str = Field(
+        default="127.0.0.1:8000", description="Where the HTTP API and dashboard listen (host:port)."
+    )
+    alarm_topic_base: str = Field(
+        default="esagtech",
+        description="Default topic base of alarm panels; with a single account it is that account's.",
+    )
+    alarm_hmac_key: str = Field(
+        default=DEMO_HMAC_KEY_HEX,
+        description="64 hex digits: the HMAC-SHA256 key shared with the alarm panels.",
+        repr=False,
+    )
+    cdc_periodic_seconds: float = Field(
+        default=300, gt=0, description="Store a PERIODIC heartbeats row at least this often."
+    )
+    offline_after_seconds: float = Field(
+        default=300, gt=0, description="A device silent this long is marked offline."
+    )
+    command_timeout_seconds: float = Field(
+        default=60, gt=0, description="A SENT command with no response after this is TIMEOUT."
+    )
+    ingest_batch_max: int = Field(
+        default=2000, ge=1, description="Most messages the ingest writes in one transaction."
+    )
+    ingest_batch_wait_ms: float = Field(
+        default=50, ge=0, description="Longest a message waits for its batch to fill."
+    )
+    max_payload_bytes: int = Field(
+        default=4096, ge=64, description="Larger MQTT payloads are rejected (counted) unread."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("alarm_hmac_key")
+    @classmethod
+    def _hex_key(cls, value: str) -> str:
+        value = value.strip()
+        if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value):
+            raise ValueError("FLEET_ALARM_HMAC_KEY must be exactly 64 hex digits (32 bytes)")
+        return value
+
+    @property
+    def hmac_key(self) -> bytes:
+        return bytes.fromhex(self.alarm_hmac_key)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """'127.0.0.1:1883' -> ('127.0.0.1', 1883), with a clear error for a bad value."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host or "127.0.0.1", int(port)

@@ -1,0 +1,1 @@
+"""Adapters for device families that speak their own wire formats."""

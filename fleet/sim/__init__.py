@@ -1,0 +1,1 @@
+"""Device simulators used for load tests, demos and end-to-end tests."""
