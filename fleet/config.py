@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         default="esagtech",
         description="Default topic base of alarm panels; with a single account it is that account's.",
     )
+    alarm_topic_filter: str = Field(
+        default="+/pb/d/+/+",
+        description="MQTT filter the ingest subscribes to for alarm panels (every topic base); "
+        "`$share/fleet/+/pb/d/+/+` splits the load between several Fleet processes.",
+    )
     alarm_hmac_key: str = Field(
         default=DEMO_HMAC_KEY_HEX,
         description="64 hex digits: the HMAC-SHA256 key shared with the alarm panels.",

@@ -76,10 +76,9 @@ def parse_hmac_key(hex64: str) -> bytes:
     error never echoes the key, since the bad value may still be a near-secret.
     """
     candidate = hex64.strip()
+    expected = "HMAC key must be exactly 64 hex digits (32 bytes)"
     if len(candidate) != 2 * KEY_SIZE:
-        raise ValueError(
-            f"HMAC key must be exactly 64 hex digits (32 bytes), got {len(candidate)} characters"
-        )
+        raise ValueError(f"{expected}, got {len(candidate)} characters")
     if not _HEX64.fullmatch(candidate):
-        raise ValueError("HMAC key must be exactly 64 hex digits (32 bytes), found non-hex characters")
+        raise ValueError(f"{expected}, found non-hex characters")
     return bytes.fromhex(candidate)

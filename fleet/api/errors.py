@@ -1,0 +1,119 @@
+"""Every error leaves the API as JSON `{"detail": "<message>"}`, whatever raised it.
+
+Validation errors add an `errors` list (where and what) next to a readable `detail`; unexpected
+exceptions are logged with their traceback and answer a bare 500 so internals never leak.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class NotFound(HTTPException):
+    """Also what another account's ids answer: their existence is not ours to reveal."""
+
+    def __init__(self, what: str, ident: int) -> None:
+        super().__init__(status_code=404, detail=f"{what} {ident} not found")
+
+
+def _where(loc: Sequence[Any]) -> str:
+    # ('query', 'limit') -> 'query.limit'; the 'body' prefix of body fields says nothing useful.
+    parts = [str(part) for part in loc]
+    if len(parts) > 1 and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _plain_error(err: dict[str, Any]) -> dict[str, Any]:
+    # Pydantic's raw errors may hold the offending input and exception objects: keep only the
+    # parts a client can act on, all of them JSON-safe.
+    kind = str(err.get("type", ""))
+    if kind == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "")
+        return {"loc": ["body"], "msg": f"invalid JSON: {reason}".rstrip(": "), "type": kind}
+    return {
+        "loc": [str(part) for part in err.get("loc", ())],
+        "msg": str(err.get("msg", "")),
+        "type": kind,
+    }
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_plain_error(err) for err in exc.errors()]
+    detail = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors) or "invalid request"
+    return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: http_error,
+    RequestValidationError: validation_error,
+    Exception: unexpected_error,
+}
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `max_bytes` with a JSON 413.
+
+    A declared Content-Length is refused before the app runs; a body streamed without one is
+    counted as it is read, and the HTTPException raised mid-read reaches the JSON handler above
+    (FastAPI re-raises HTTPExceptions from body parsing instead of calling them a bad body).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            status_code=413, detail=f"request body larger than {self.max_bytes} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse({"detail": self._too_large().detail}, status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,198 @@
+"""The ingest loop: collect a batch from the broker link, apply it in one transaction, then ack.
+
+Batches close when they are full, when `batch_wait` has passed since their first message, or when
+the link goes quiet for `IDLE_FLUSH_SECONDS` (a QoS 1 broker sends only a window of unacknowledged
+messages, then waits for our acks: waiting longer would only add latency). A batch whose
+transaction fails is retried until it commits; its messages are acknowledged only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from fleet.core.events import Event
+from fleet.ingest.mqtt_link import InboundMessage, MqttLink
+from fleet.ingest.namespaces import NamespaceResolver
+from fleet.ingest.rejections import IngestStats, Rejection
+from fleet.integrations.alarm_panel.codec import device_id_sync_payload
+from fleet.integrations.alarm_panel.handler import NAME, AlarmPanelHandler, BatchOutcome
+from fleet.integrations.alarm_panel.prepare import PanelMessage, prepare
+from fleet.services.commands import CommandService, DeviceNotFound
+from fleet.services.transports import CommandRejected
+from fleet.store import panels as panel_store
+
+log = logging.getLogger(__name__)
+
+IDLE_FLUSH_SECONDS = 0.002
+SWEEP_INTERVAL_SECONDS = 1.0
+# A failed transaction (database restarting) is retried after 0.5 s, doubling to 10 s.
+RETRY_MIN_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+
+COMMIT_LATENCY = Histogram(
+    "fleet_ingest_commit_latency_seconds",
+    "From a message's arrival to the commit of its batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+Clock = Callable[[], datetime]
+EventSink = Callable[[list[Event]], Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        link: MqttLink,
+        handler: AlarmPanelHandler,
+        namespaces: NamespaceResolver,
+        commands: CommandService,
+        *,
+        hmac_key: bytes,
+        max_payload: int,
+        batch_max: int,
+        batch_wait: float,
+        clock: Clock = utcnow,
+        event_sink: EventSink | None = None,
+    ) -> None:
+        self.engine = engine
+        self.link = link
+        self.handler = handler
+        self.namespaces = namespaces
+        self.commands = commands
+        self.hmac_key = hmac_key
+        self.max_payload = max_payload
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait
+        self.clock = clock
+        self.event_sink = event_sink
+        self.stats = IngestStats()
+        self.latencies: list[float] = []  # commit latency samples, for benchmarks
+        self.keep_latencies = False
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        last_sweep = time.monotonic()
+        while not self._stop.is_set():
+            await self.link.wait_for_messages(SWEEP_INTERVAL_SECONDS)
+            batch = await self._collect()
+            if batch:
+                await self.process(batch)
+            if time.monotonic() - last_sweep >= SWEEP_INTERVAL_SECONDS:
+                last_sweep = time.monotonic()
+                await self.sweep()
+
+    async def _collect(self) -> list[InboundMessage]:
+        batch = self.link.drain(self.batch_max)
+        if not batch:
+            return batch
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < self.batch_max and time.monotonic() < deadline:
+            await asyncio.sleep(IDLE_FLUSH_SECONDS)
+            more = self.link.drain(self.batch_max - len(batch))
+            if not more:
+                break
+            batch.extend(more)
+        return batch
+
+    async def process(self, batch: list[InboundMessage]) -> None:
+        """Apply one batch; returns once it has committed and been acknowledged."""
+        prepared: list[PanelMessage] = []
+        for message in batch:
+            result = prepare(message, self.hmac_key, self.max_payload)
+            if isinstance(result, Rejection):
+                self.stats.reject(NAME, result)
+            elif result is not None:
+                prepared.append(result)
+        outcome = await self._commit(prepared) if prepared else BatchOutcome()
+        committed = time.time()
+        self.link.ack(batch)
+        await self._after_commit(outcome)
+        self.stats.batches += 1
+        for message in outcome.applied:
+            self.stats.accept(NAME, message.kind)
+            latency = committed - message.source.received
+            COMMIT_LATENCY.observe(latency)
+            if self.keep_latencies:
+                self.latencies.append(latency)
+        for rejection in outcome.rejected:
+            self.stats.reject(NAME, rejection)
+
+    async def _commit(self, prepared: list[PanelMessage]) -> BatchOutcome:
+        delay = RETRY_MIN_SECONDS
+        while True:
+            owned: list[tuple[int, PanelMessage]] = []
+            try:
+                async with self.engine.begin() as conn:
+                    outcome = BatchOutcome()
+                    for message in prepared:
+                        account_id = await self.namespaces.resolve(conn, message.base)
+                        if account_id is None:
+                            outcome.rejected.append(
+                                Rejection("unknown_namespace", message.source.topic, message.base)
+                            )
+                        else:
+                            owned.append((account_id, message))
+                    applied = await self.handler.apply(conn, owned, self.clock())
+                outcome.applied, outcome.sync_requests = applied.applied, applied.sync_requests
+                outcome.rejected += applied.rejected
+                outcome.events = applied.events
+                return outcome
+            except Exception:
+                self.handler.forget(owned)
+                if self._stop.is_set():
+                    raise
+                log.exception("ingest batch of %d failed; retrying in %.1f s", len(prepared), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def sweep(self) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                outcome = await self.handler.sweep(conn, self.clock())
+        except Exception:
+            log.exception("liveness sweep failed; it runs again in %.0f s", SWEEP_INTERVAL_SECONDS)
+            return
+        await self._after_commit(outcome)
+
+    async def _after_commit(self, outcome: BatchOutcome) -> None:
+        for account_id, device_id in outcome.sync_requests:
+            await self._send_sync(account_id, device_id)
+        if outcome.events and self.event_sink is not None:
+            self.event_sink(outcome.events)
+
+    async def _send_sync(self, account_id: int, device_id: int) -> None:
+        """The device-id sync is an ordinary command in the ledger (auth level 1, no retries:
+        the sync's own backoff decides when to send the next one)."""
+        now = self.clock()
+        try:
+            await self.commands.send(
+                account_id=account_id,
+                device_id=device_id,
+                command_type="CONFIG",
+                payload=device_id_sync_payload(device_id),
+                initiated_by="system:device-sync",
+                auth_level=1,
+                max_retries=0,
+                notes="SET_DEVICE_ID",
+            )
+        except (DeviceNotFound, CommandRejected) as exc:
+            log.warning("device-id sync for device %d not sent: %s", device_id, exc)
+        values = self.handler.sync_sent(account_id, device_id, now)
+        async with self.engine.begin() as conn:
+            await panel_store.write_status(conn, {device_id: values})

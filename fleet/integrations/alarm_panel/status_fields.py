@@ -1,0 +1,90 @@
+"""Which device_status columns each report fills (seed 001's table), as plain dicts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from fleet.core.cdc import Snapshot
+from fleet.integrations.alarm_panel.codec import HeartbeatReport, StatusReport
+
+FIRMWARE_MAX = 16  # VARCHAR(16) in the seed
+
+Location = tuple[str | None, int | None, Decimal | None, Decimal | None]
+
+
+def _coordinate(value: float) -> Decimal | None:
+    # NUMERIC(10,7): seven decimals, which also makes a float32 reading compare equal to the
+    # value read back from the database.
+    return Decimal(f"{value:.7f}")
+
+
+def location(report: StatusReport) -> Location:
+    """(country, zone, latitude, longitude); a panel sends 0/0 and "" when it has no location."""
+    has_position = bool(report.latitude or report.longitude)
+    return (
+        report.country[:3] or None,
+        report.zone,
+        _coordinate(report.latitude) if has_position else None,
+        _coordinate(report.longitude) if has_position else None,
+    )
+
+
+def from_status(report: StatusReport) -> dict[str, Any]:
+    return {
+        "firmware_version": report.firmware[:FIRMWARE_MAX] or None,
+        "partition": report.partition,
+        "ota_validated": report.ota_validated,
+        "uptime": report.uptime,
+        "boot_count": report.boot_count,
+        "device_state": report.device_state,
+        "state_duration": report.state_duration,
+        "free_heap": report.free_heap,
+        "min_heap": report.min_heap,
+        "network_type": report.network_type,
+        "ip_address": report.ip_address,
+        "rssi": report.rssi,
+        "connected": report.connected,
+        "has_ip": report.has_ip,
+        "mqtt_connected": report.mqtt_connected,
+        "ntp_synced": report.ntp_synced,
+        "last_ntp_sync": (
+            datetime.fromtimestamp(report.last_ntp_sync, UTC) if report.last_ntp_sync else None
+        ),
+        "panic1": report.panic1,
+        "panic2": report.panic2,
+        "box_sw": report.box_sw,
+        "siren": report.siren,
+        "turret": report.turret,
+        "panic1_count": report.panic1_count,
+        "panic2_count": report.panic2_count,
+        "tamper_count": report.tamper_count,
+        "wifi_disconnects": report.wifi_disconnects,
+        "mqtt_disconnects": report.mqtt_disconnects,
+        "error_count": report.error_count,
+        "temperature": report.temperature,
+        "humidity": report.humidity,
+        "error_flags": report.error_flags,
+    }
+
+
+def from_heartbeat(report: HeartbeatReport) -> dict[str, Any]:
+    return {
+        "temperature": report.temperature,
+        "humidity": report.humidity,
+        "fan_pwm_duty": report.fan_pwm_duty,
+        "panic1": report.panic1,
+        "panic2": report.panic2,
+        "siren": report.siren,
+        "turret": report.turret,
+        "box_sw": report.box_sw,
+        "uptime": report.uptime,
+        "network_type": report.network_type,
+        "firmware_version": report.firmware[:FIRMWARE_MAX] or None,
+    }
+
+
+def snapshot(values: dict[str, Any]) -> Snapshot:
+    """The history-relevant part of a status update (absent fields stay None = unchanged)."""
+    return Snapshot(**{name: values.get(name) for name in Snapshot.__slots__})

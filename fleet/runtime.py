@@ -1,0 +1,111 @@
+"""Fleet's running parts and their order of start and stop: broker, link, ingest, jobs.
+
+Built by `create_app`; nothing here does I/O until `start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
+
+from fleet.config import Settings, split_host_port
+from fleet.core.events import Event
+from fleet.ingest.embedded_broker import EmbeddedBroker
+from fleet.ingest.mqtt_link import BrokerAddress, MqttLink, parse_mqtt_url
+from fleet.ingest.namespaces import NamespaceResolver
+from fleet.ingest.pipeline import IngestPipeline
+from fleet.integrations.alarm_panel.handler import AlarmPanelHandler
+from fleet.integrations.alarm_panel.transport import KIND as ALARM_PANEL
+from fleet.integrations.alarm_panel.transport import AlarmPanelTransport
+from fleet.jobs.retention import RetentionPolicy, apply_retention
+from fleet.jobs.scheduler import Job, run_jobs
+from fleet.services.commands import CommandService
+from fleet.store.engine import create_engine
+from fleet.store.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+class FleetRuntime:
+    def __init__(self, settings: Settings, *, ingest: bool = True) -> None:
+        self.settings = settings
+        self.ingest_enabled = ingest
+        self.engine = create_engine(settings.database_url)
+        self.embedded: EmbeddedBroker | None = None
+        if settings.mqtt_url == "embedded":
+            host, port = split_host_port(settings.mqtt_listen)
+            self.embedded = EmbeddedBroker(host, port)
+            self.broker = BrokerAddress(host, port)
+        else:
+            self.broker = parse_mqtt_url(settings.mqtt_url)
+        subscriptions = [(settings.alarm_topic_filter, settings.mqtt_qos)] if ingest else []
+        # The ingest keeps one client id so its QoS 1 session (and undelivered messages) survive
+        # a restart; an API-only process just publishes and gets an id of its own.
+        client_id = settings.mqtt_client_id if ingest else f"fleet-api-{uuid.uuid4().hex[:8]}"
+        self.link = MqttLink(
+            self.broker,
+            client_id,
+            subscriptions,
+            persistent_session=ingest and settings.mqtt_qos > 0,
+        )
+        self.commands = CommandService(
+            self.engine,
+            {ALARM_PANEL: AlarmPanelTransport(self.link, settings.hmac_key)},
+            timeout_seconds=settings.command_timeout_seconds,
+        )
+        self.events: list[Event] = []  # the event stream will replace this in-memory tail
+        self.pipeline = IngestPipeline(
+            self.engine,
+            self.link,
+            AlarmPanelHandler(
+                periodic_seconds=settings.cdc_periodic_seconds,
+                offline_after_seconds=settings.offline_after_seconds,
+            ),
+            NamespaceResolver(ALARM_PANEL, settings.alarm_topic_base),
+            self.commands,
+            hmac_key=settings.hmac_key,
+            max_payload=settings.max_payload_bytes,
+            batch_max=settings.ingest_batch_max,
+            batch_wait=settings.ingest_batch_wait_ms / 1000,
+            event_sink=self._remember_events,
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _remember_events(self, events: list[Event]) -> None:
+        self.events.extend(events)
+        del self.events[:-1000]
+
+    async def start(self, *, migrate: bool = True) -> None:
+        if migrate:
+            await asyncio.to_thread(upgrade, self.settings.database_url)
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.start)
+            log.info("embedded MQTT broker on %s:%d", self.broker.host, self.broker.port)
+        self.link.start()
+        if self.ingest_enabled:
+            self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
+        jobs = [
+            Job("commands", 1.0, self.commands.run_due),
+            Job("retention", 3600.0, self._retention),
+        ]
+        self._tasks.append(asyncio.create_task(run_jobs(jobs, self._stop), name="jobs"))
+
+    async def _retention(self) -> None:
+        await apply_retention(self.engine, RetentionPolicy(), datetime.now(UTC))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self.pipeline.stop()
+        for task in self._tasks:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self.link.stop()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.close)
+        await self.engine.dispose()

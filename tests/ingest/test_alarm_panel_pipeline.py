@@ -1,0 +1,142 @@
+"""Seed 001's flows end to end: simulated panels → real broker → ingest → real database."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from fleet.integrations.alarm_panel.codec import encode_heartbeat
+from fleet.integrations.alarm_panel.framing import encode_frame
+from fleet.integrations.alarm_panel.topics import device_topic
+from fleet.store.tables import alarm_events, command_log, device_status, devices, heartbeats
+from tests.ingest.harness import KEY, Stack
+
+pytestmark = pytest.mark.broker
+
+
+async def rows(stack: Stack, query: sa.Select) -> list[sa.Row]:
+    async with stack.runtime.engine.connect() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def test_login_registers_device_and_syncs_its_id(stack: Stack) -> None:
+    panel = stack.panel(1)
+    stack.send(panel.login(time.time()))
+    await stack.processed(1)
+    [device] = await rows(stack, sa.select(devices))
+    assert device.mac_address == stack.panels[0].hostname[-12:][0:2] + ":" + ":".join(
+        panel.hostname[-12:][i : i + 2] for i in range(2, 12, 2)
+    )
+    assert device.hostname == panel.hostname and device.account_id == stack.account_id
+    [status] = await rows(stack, sa.select(device_status))
+    assert status.is_online and status.device_state == panel._device_state()
+    assert status.device_synced is False and status.sync_attempts == 1
+    # The sync command went out through the ledger; the simulator answers it over the broker.
+    [command] = await rows(stack, sa.select(command_log))
+    assert command.command_type == "CONFIG" and command.auth_level == 1
+    assert command.command_data["payload"]["device"]["device_id"] == device.id
+    assert command.status == "SENT"
+    [first_row] = await rows(stack, sa.select(heartbeats))
+    assert first_row.change_type == "MULTIPLE" and first_row.change_kinds == "CONNECTION,SENSOR_DATA"
+
+
+async def test_heartbeat_from_unknown_device_is_counted_not_stored(stack: Stack) -> None:
+    panel = stack.panel(2)
+    stack.send(panel.heartbeat(time.time()))
+    await stack.processed(1)
+    assert stack.runtime.pipeline.stats.rejected["unknown_device"] == 1
+    assert await rows(stack, sa.select(devices)) == []
+    assert await rows(stack, sa.select(heartbeats)) == []
+
+
+async def test_cdc_deadband_and_alarm_flow(stack: Stack) -> None:
+    panel = stack.panel(3)
+    now = time.time()
+    stack.send(panel.login(now))
+    await stack.processed(1)
+    [device] = await rows(stack, sa.select(devices))
+    panel.device_db_id = device.id  # as if the sync had been applied
+    base_temperature = panel.temperature
+    # 0.2 °C per heartbeat. The first heartbeat is stored because it brings the fan duty, which a
+    # StatusMessage lacks (a NULL old value); from there the deadband stores +0.6 °C later, not
+    # never (each message alone moves only 0.2 °C).
+    for step in range(1, 7):
+        panel.temperature = base_temperature + 0.2 * step
+        stack.send(_heartbeat(panel, now))
+    await stack.processed(7)
+    history = await rows(stack, sa.select(heartbeats).order_by(heartbeats.c.id))
+    sensor_rows = [r for r in history if r.change_type == "SENSOR_DATA"]
+    assert [round(r.temperature - base_temperature, 1) for r in sensor_rows] == [0.2, 0.8]
+    # Alarm raised then cleared: one event, resolved; two ALARM history rows.
+    stack.send(panel.alarm(now, "PANIC1", active=True))
+    await stack.processed(8)
+    [event] = await rows(stack, sa.select(alarm_events))
+    assert (event.alarm_type, event.event_state, event.resolved_at) == ("PANIC1", "ACTIVE", None)
+    [status] = await rows(stack, sa.select(device_status))
+    assert status.panic1 is True and status.device_synced is True
+    stack.send(panel.alarm(now, "PANIC1", active=False))
+    await stack.processed(9)
+    [event] = await rows(stack, sa.select(alarm_events))
+    assert event.event_state == "INACTIVE" and event.resolved_at is not None
+    alarm_rows = await rows(stack, sa.select(heartbeats).where(heartbeats.c.change_type == "ALARM"))
+    assert [r.panic1 for r in alarm_rows] == [True, False]
+    kinds = [e.type for e in stack.runtime.events]
+    assert "alarm.raised" in kinds and "alarm.cleared" in kinds
+
+
+def _heartbeat(panel, now: float) -> tuple[str, bytes]:
+    """A heartbeat with exactly the panel's present values (no random walk)."""
+    return device_topic(panel.base, panel.hostname, "hb"), encode_frame(
+        KEY,
+        panel._next_sequence(),
+        encode_heartbeat(
+            timestamp=int(now),
+            device_db_id=panel.device_db_id,
+            temperature=panel.temperature,
+            humidity=panel.humidity,
+            fan_pwm_duty=panel.fan_pwm_duty,
+        ),
+    )
+
+
+async def test_bad_messages_are_counted_and_good_ones_around_them_kept(stack: Stack) -> None:
+    panel = stack.panel(4)
+    now = time.time()
+    login_topic, login = panel.login(now)
+    stack.raw(login_topic, login[:-1] + bytes([login[-1] ^ 1]))  # wrong HMAC
+    stack.raw(f"{stack.base}/pb/d/not_a_panel/status", login)  # bad hostname
+    stack.raw(login_topic, b"\x00")  # too short
+    stack.raw(login_topic, b"x" * 10_000)  # oversized
+    stack.raw(login_topic, encode_frame(KEY, 99, b"\xff\xff\xff"))  # truncated protobuf
+    stack.raw(login_topic, login)  # the good one
+    stack.raw(login_topic, login)  # replayed
+    await stack.processed(7)
+    rejected = stack.runtime.pipeline.stats.rejected
+    assert rejected["bad_hmac"] == 1 and rejected["topic_bad_hostname"] == 1
+    assert rejected["too_short"] == 1 and rejected["oversized"] == 1
+    assert rejected["truncated"] == 1 and rejected["replay"] == 1
+    assert len(await rows(stack, sa.select(devices))) == 1
+
+
+async def test_last_will_marks_offline_and_any_message_online_again(stack: Stack) -> None:
+    panel = stack.panel(5)
+    now = time.time()
+    stack.send(panel.login(now))
+    stack.send(panel.last_will(now))
+    await stack.processed(2)
+    [status] = await rows(stack, sa.select(device_status))
+    assert status.is_online is False
+    stack.send(panel.heartbeat(now))
+    await stack.processed(3)
+    [status] = await rows(stack, sa.select(device_status))
+    assert status.is_online is True
+    connection_rows = await rows(
+        stack, sa.select(heartbeats.c.change_kinds).order_by(heartbeats.c.id)
+    )
+    # Offline, then online again (the heartbeat also brings the fan duty: a second kind).
+    assert [r.change_kinds for r in connection_rows][-2:] == [
+        "CONNECTION",
+        "CONNECTION,SENSOR_DATA",
+    ]
