@@ -22,9 +22,10 @@ _is_open = sa.and_(
     alarm_events.c.resolved_at.is_(None), alarm_events.c.event_state.in_(OPEN_STATES)
 )
 _open_rank = sa.case((_is_open, 1), else_=0)
-# Spelled out rather than relying on enum order: SQLite stores the enum as text.
+# Spelled out rather than relying on enum order, since SQLite stores the enum as text; each
+# WHEN compares with the column so that PostgreSQL binds the names as its enum type.
 _priority_rank = sa.case(
-    {name: rank for rank, name in enumerate(PRIORITIES)}, value=alarm_events.c.priority
+    *((alarm_events.c.priority == name, rank) for rank, name in enumerate(PRIORITIES)), else_=0
 )
 # The list order, every key descending: open first, then higher priority, then newest.
 SORT_KEY: tuple[sa.ColumnElement[Any], ...] = (

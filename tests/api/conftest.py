@@ -26,12 +26,17 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 class RecordingPublisher:
-    """The broker link, faked only at the wire: records each publish."""
+    """The broker link, faked only at the wire: records each publish, or refuses the next ones
+    like a disconnected client when `refuse` is set."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, bytes, int]] = []
+        self.refuse = 0
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionError("not connected")
         self.published.append((topic, payload, qos))
 
 
@@ -127,6 +132,7 @@ class Api:
     client: httpx.AsyncClient
     engine: AsyncEngine
     publisher: RecordingPublisher
+    commands: CommandService
     seed: Seeder
 
     async def walk(self, url: str, tenant: Tenant, **params: Any) -> list[Any]:
@@ -155,5 +161,5 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
     app = build_api(ApiContext(settings=Settings(), engine=engine, commands=commands))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(app, client, engine, publisher, Seeder(engine))
+        yield Api(app, client, engine, publisher, commands, Seeder(engine))
 

@@ -554,7 +554,9 @@ def _check_scalar(field: FieldDescriptor, value: object, path: str) -> None:
         if not isinstance(value, str):
             raise CommandError(f"{path}: expected a string, got {got}")
     elif kind == FieldDescriptor.TYPE_BYTES and not _is_base64(value):
-        raise CommandError(f"{path}: expected a base64 string, got {value!r}")
+        # Never echo the value: bytes fields carry keys (BLE adv/spp HMAC keys).
+        detail = "invalid base64" if isinstance(value, str) else got
+        raise CommandError(f"{path}: expected a base64 string, got {detail}")
 
 
 def _normalise(descriptor: Descriptor, data: object, path: str) -> dict[str, Any]:

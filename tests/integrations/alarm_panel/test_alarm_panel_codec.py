@@ -263,7 +263,16 @@ def test_device_id_sync() -> None:
             {"location": {"latitude": "x"}},
             "CONFIG.location.latitude: expected a number, got str",
         ),
-        ("OUTPUT", {"custom_data": "!!"}, "OUTPUT.custom_data: expected a base64 string, got '!!'"),
+        (
+            "OUTPUT",
+            {"custom_data": "!!"},
+            "OUTPUT.custom_data: expected a base64 string, got invalid base64",
+        ),
+        (
+            "CONFIG",
+            {"ble": {"spp_hmac_key": 7}},
+            "CONFIG.ble.spp_hmac_key: expected a base64 string, got int",
+        ),
         ("SYSTEM", ["REBOOT"], "SYSTEM: expected an object, got list"),
         ("CONFIG", {"device": 5}, "CONFIG.device: expected an object, got int"),
         (

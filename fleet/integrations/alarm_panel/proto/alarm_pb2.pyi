@@ -39,8 +39,7 @@ class _DeviceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeviceSta
     STATE_ERROR: _DeviceState.ValueType  # 6
     STATE_CRITICAL: _DeviceState.ValueType  # 7
 
-class DeviceState(_DeviceState, metaclass=_DeviceStateEnumTypeWrapper):
-    """---------------------------------------------------------------- device -> server"""
+class DeviceState(_DeviceState, metaclass=_DeviceStateEnumTypeWrapper): ...
 
 STATE_BOOT: DeviceState.ValueType  # 0
 STATE_INIT: DeviceState.ValueType  # 1
@@ -406,8 +405,6 @@ Global___CommandResponse: _TypeAlias = CommandResponse  # noqa: Y015
 
 @_typing.final
 class CommandEnvelope(_message.Message):
-    """---------------------------------------------------------------- server -> device"""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQUENCE_FIELD_NUMBER: _builtins.int

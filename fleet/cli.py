@@ -1,0 +1,233 @@
+"""The `fleet` command: thin over the same services the API uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fleet.config import Settings, split_host_port
+
+app = typer.Typer(help="Fleet: the backend for fleets of IoT devices.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts and their keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(accounts_app, name="accounts")
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's message names the bad variable
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (serve and demo do this by themselves)."""
+    from fleet.store.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    console.print("[green]database is up to date[/green]")
+
+
+async def _with_conn(settings: Settings, work):  # type: ignore[no-untyped-def]
+    from fleet.store.engine import create_engine
+    from fleet.store.migrate import upgrade
+
+    await asyncio.to_thread(upgrade, settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            return await work(conn)
+    finally:
+        await engine.dispose()
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: str,
+    alarm_topic_base: Annotated[
+        str | None,
+        typer.Option(help="Topic base of this account's alarm panels (e.g. esagtech)."),
+    ] = None,
+) -> None:
+    """Create an account and print its API key (shown once: only its hash is kept)."""
+    from fleet.store import accounts
+
+    settings = _settings()
+
+    async def work(conn):  # type: ignore[no-untyped-def]
+        account_id = await accounts.create_account(conn, name)
+        if alarm_topic_base:
+            await accounts.add_namespace(conn, account_id, "alarm_panel", alarm_topic_base)
+        return await accounts.issue_key(conn, account_id)
+
+    try:
+        key = asyncio.run(_with_conn(settings, work))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"created account [bold]{name}[/bold]; its API key (store it now):")
+    print(key)
+
+
+def _issue(name: str, kind: str) -> None:
+    from fleet.store import accounts
+
+    settings = _settings()
+
+    async def work(conn):  # type: ignore[no-untyped-def]
+        account_id = await accounts.account_id_by_name(conn, name)
+        if account_id is None:
+            raise ValueError(f"no account named {name!r} (see 'fleet accounts list')")
+        return await accounts.issue_key(conn, account_id, kind)
+
+    try:
+        key = asyncio.run(_with_conn(settings, work))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    print(key)
+
+
+@accounts_app.command("key")
+def accounts_key(name: str) -> None:
+    """Issue another API key for an account."""
+    _issue(name, "api")
+
+
+@accounts_app.command("ingest-token")
+def accounts_ingest_token(name: str) -> None:
+    """Issue an ingest token: it lets devices report for the account and opens nothing else."""
+    _issue(name, "ingest")
+
+
+@accounts_app.command("list")
+def accounts_list() -> None:
+    """List accounts."""
+    from rich.table import Table
+
+    from fleet.store import accounts
+
+    rows = asyncio.run(_with_conn(_settings(), accounts.list_accounts))
+    if not rows:
+        console.print("no accounts yet: create one with 'fleet accounts create NAME'")
+        return
+    table = Table("id", "name", "created")
+    for row in rows:
+        table.add_row(str(row["id"]), str(row["name"]), str(row["created_at"]))
+    Console().print(table)
+
+
+@app.command()
+def serve(
+    no_ingest: Annotated[bool, typer.Option("--no-ingest", help="Run the HTTP API only.")] = False,
+) -> None:
+    """Run the HTTP API, the MQTT ingest and the background jobs."""
+    import uvicorn
+
+    from fleet.app import create_app
+
+    settings = _settings()
+    host, port = split_host_port(settings.http_listen)
+    uvicorn.run(create_app(settings, ingest=not no_ingest), host=host, port=port, log_level="info")
+
+
+@app.command()
+def ingest() -> None:
+    """Run an ingest-only worker (several may share the load with shared subscriptions)."""
+    from fleet.runtime import FleetRuntime
+
+    settings = _settings()
+
+    async def run() -> None:
+        runtime = FleetRuntime(settings, ingest=True)
+        await runtime.start()
+        console.print(f"ingesting from {runtime.broker.host}:{runtime.broker.port}; Ctrl+C stops")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runtime.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def free_port(host: str, preferred: int) -> int:
+    """`preferred` if nothing listens there, else a free port the OS picks."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, preferred))
+            return preferred
+        except OSError:
+            pass
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@app.command()
+def demo(
+    panels: Annotated[int, typer.Option(help="How many simulated alarm panels.")] = 36,
+    hb_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 5.0,
+) -> None:
+    """Fleet with its embedded broker and database, and simulated alarm panels reporting."""
+    from fleet.demo import run_demo
+
+    settings = _settings()
+    asyncio.run(run_demo(settings, panels=panels, hb_interval=hb_interval, pick_port=free_port))
+
+
+@app.command()
+def simulate(
+    panels: Annotated[int, typer.Option(help="How many simulated alarm panels.")] = 100,
+    broker: Annotated[str, typer.Option(help="mqtt://host:port of the broker.")] = (
+        "mqtt://127.0.0.1:1883"
+    ),
+    base: Annotated[str | None, typer.Option(help="Topic base (FLEET_ALARM_TOPIC_BASE).")] = None,
+    hb_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 60.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed for repeatable fleets.")] = None,
+) -> None:
+    """Simulate ESP32 alarm panels against any broker (keyed with FLEET_ALARM_HMAC_KEY)."""
+    from fleet.ingest.mqtt_link import parse_mqtt_url
+    from fleet.sim.alarm_panel import PanelFleet
+
+    settings = _settings()
+    address = parse_mqtt_url(broker)
+    fleet = PanelFleet(
+        host=address.host,
+        port=address.port,
+        base=base or settings.alarm_topic_base,
+        key=settings.hmac_key,
+        count=panels,
+        seed=seed,
+        hb_interval=hb_interval,
+        username=address.username,
+        password=address.password,
+    )
+    console.print(f"{panels} panels → {address.host}:{address.port}; Ctrl+C stops")
+    try:
+        stats = asyncio.run(fleet.run(duration))
+    except KeyboardInterrupt:
+        return
+    console.print(
+        f"published: {dict(stats.published)}; commands answered: {stats.commands_answered}"
+    )
+
+
+def main() -> None:
+    app()
