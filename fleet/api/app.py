@@ -44,7 +44,6 @@ class ValidationErrorOut(BaseModel):
 # Documented once for every /api/v1 route; it also replaces FastAPI's default 422 schema,
 # which describes a different body than the one errors.py sends.
 API_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "Invalid cursor"},
     401: {"model": ErrorOut, "description": "Missing or invalid API key"},
     413: {"model": ErrorOut, "description": "Request body too large"},
     422: {"model": ValidationErrorOut, "description": "Invalid input"},
@@ -64,7 +63,7 @@ def build_api(ctx: ApiContext, *, lifespan: Lifespan[FastAPI] | None = None) -> 
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     # Dependencies find the context here rather than in a global, so several apps (tests) can
     # run side by side.

@@ -7,7 +7,7 @@ exceptions are logged with their traceback and answer a bare 500 so internals ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -17,9 +17,12 @@ from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleet.api.schemas import ErrorOut
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
 class NotFound(HTTPException):
@@ -44,8 +47,13 @@ def _plain_error(err: dict[str, Any]) -> dict[str, Any]:
     if kind == "json_invalid":
         reason = (err.get("ctx") or {}).get("error", "")
         return {"loc": ["body"], "msg": f"invalid JSON: {reason}".rstrip(": "), "type": kind}
+    loc = [str(part) for part in err.get("loc", ())]
+    if loc == ["body"] and kind in {"missing", "model_attributes_type"}:
+        # A missing body, or one that is not a JSON object (often a wrong Content-Type).
+        msg = "expected a JSON object, sent with Content-Type: application/json"
+        return {"loc": loc, "msg": msg, "type": kind}
     return {
-        "loc": [str(part) for part in err.get("loc", ())],
+        "loc": loc,
         "msg": str(err.get("msg", "")),
         "type": kind,
     }
@@ -72,7 +80,8 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
-EXCEPTION_HANDLERS = {
+Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     HTTPException: http_error,
     RequestValidationError: validation_error,
     Exception: unexpected_error,

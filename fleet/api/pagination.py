@@ -17,6 +17,8 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import HTTPException, Query
 from pydantic import BaseModel
 
+from fleet.api.schemas import ErrorOut
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 _BIGINT = 2**63
@@ -31,6 +33,10 @@ CursorQuery = Annotated[
 
 
 T = TypeVar("T")
+
+BAD_CURSOR: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Invalid cursor"}
+}
 
 
 class Page(BaseModel, Generic[T]):

@@ -80,6 +80,7 @@ class MqttLink:
         self._wakeup = asyncio.Event()
         self._signalled = False
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self.generation = 0
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -97,6 +98,7 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
 
     # --- paho's thread -------------------------------------------------------------------
     def _on_connect(
@@ -109,7 +111,17 @@ class MqttLink:
         log.info("connected to MQTT broker %s:%s", self.address.host, self.address.port)
         if self.subscriptions:
             client.subscribe(self.subscriptions)
+        else:
+            self._subscribed.set()
         self._connected.set()
+
+    def _on_subscribe(
+        self, _c: object, _u: object, _mid: object, reasons: object, _p: object
+    ) -> None:
+        failures = [r for r in reasons if getattr(r, "is_failure", False)]  # type: ignore[attr-defined]
+        if failures:
+            log.error("MQTT broker refused the subscription %s: %s", self.subscriptions, failures)
+        self._subscribed.set()
 
     def _on_disconnect(
         self, _c: object, _u: object, _f: object, reason: object, _p: object
@@ -131,7 +143,10 @@ class MqttLink:
         self._loop = asyncio.get_running_loop()
         self._client.connect_async(self.address.host, self.address.port, KEEPALIVE_SECONDS)
         self._client.loop_start()
-        if wait_connected and not self._connected.wait(wait_connected):
+        # Waiting for the SUBACK too: a message published right after start() must not be missed.
+        if wait_connected and not (
+            self._connected.wait(wait_connected) and self._subscribed.wait(wait_connected)
+        ):
             self.stop()
             raise ConnectionError(
                 f"cannot reach the MQTT broker at {self.address.host}:{self.address.port}"

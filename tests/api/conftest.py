@@ -162,4 +162,3 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield Api(app, client, engine, publisher, commands, Seeder(engine))
-

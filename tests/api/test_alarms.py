@@ -3,10 +3,25 @@ from datetime import datetime, timedelta
 from tests.api.conftest import T0, Api
 
 ALARM_FIELDS = {
-    "id", "device_id", "hostname", "sequence", "timestamp", "alarm_type", "event_state",
-    "priority", "active", "physical_state", "output_type", "pattern_type", "duration_seconds",
-    "elapsed_seconds", "acknowledged_at", "resolved_at", "created_at", "updated_at",
-}  # fmt: skip
+    "id",
+    "device_id",
+    "hostname",
+    "sequence",
+    "timestamp",
+    "alarm_type",
+    "event_state",
+    "priority",
+    "active",
+    "physical_state",
+    "output_type",
+    "pattern_type",
+    "duration_seconds",
+    "elapsed_seconds",
+    "acknowledged_at",
+    "resolved_at",
+    "created_at",
+    "updated_at",
+}
 
 
 def minutes(n: int) -> datetime:
@@ -60,7 +75,9 @@ async def test_paging_is_stable_under_inserts(api: Api) -> None:
     acme = await api.seed.tenant("acme")
     device_id = await api.seed.device(acme)
     made = [await api.seed.alarm(device_id, minutes(i), priority="HIGH") for i in range(5)]
-    page = (await api.client.get("/api/v1/alarms", headers=acme.headers, params={"limit": 2})).json()
+    page = (
+        await api.client.get("/api/v1/alarms", headers=acme.headers, params={"limit": 2})
+    ).json()
     assert [a["id"] for a in page["items"]] == [made[4], made[3]]
     # A newer alarm sorts before the cursor: it must not shift the pages that follow.
     await api.seed.alarm(device_id, minutes(30), priority="HIGH")

@@ -9,11 +9,28 @@ from fleet.store.tables import command_log
 from tests.api.conftest import Api
 
 COMMAND_FIELDS = {
-    "id", "request_id", "device_id", "sequence", "command_type", "command_data", "auth_level",
-    "status", "sent_at", "acknowledged_at", "completed_at", "failed_at", "response_data",
-    "response_code", "error_message", "retry_count", "max_retries", "next_retry_at",
-    "initiated_by", "created_at", "updated_at",
-}  # fmt: skip
+    "id",
+    "request_id",
+    "device_id",
+    "sequence",
+    "command_type",
+    "command_data",
+    "auth_level",
+    "status",
+    "sent_at",
+    "acknowledged_at",
+    "completed_at",
+    "failed_at",
+    "response_data",
+    "response_code",
+    "error_message",
+    "retry_count",
+    "max_retries",
+    "next_retry_at",
+    "initiated_by",
+    "created_at",
+    "updated_at",
+}
 REBOOT = {"type": "SYSTEM", "payload": {"action": "REBOOT"}}
 
 
@@ -97,7 +114,9 @@ async def test_rejected_commands(api: Api) -> None:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(command_log)) == 0
     assert api.publisher.published == []
 
-    response = await api.client.post("/api/v1/devices/424242/commands", headers=acme.headers, json=REBOOT)
+    response = await api.client.post(
+        "/api/v1/devices/424242/commands", headers=acme.headers, json=REBOOT
+    )
     assert response.status_code == 404
     assert response.json() == {"detail": "device 424242 not found"}
     for url in ("/api/v1/commands/424242", "/api/v1/devices/424242/commands"):

@@ -8,18 +8,38 @@ from fleet.store.tables import alarm_events, command_log, device_status, devices
 from tests.api.conftest import T0, Api
 
 DEVICE_FIELDS = {
-    "id", "kind", "uid", "hostname", "mac_address", "country", "zone", "latitude", "longitude",
-    "location_desc", "installation_date", "notes", "active", "created_at", "updated_at", "status",
-}  # fmt: skip
+    "id",
+    "kind",
+    "uid",
+    "hostname",
+    "mac_address",
+    "country",
+    "zone",
+    "latitude",
+    "longitude",
+    "location_desc",
+    "installation_date",
+    "notes",
+    "active",
+    "created_at",
+    "updated_at",
+    "status",
+}
 
 
 async def test_device_shape_and_status(api: Api) -> None:
     acme = await api.seed.tenant("acme")
     with_status = await api.seed.device(
         acme,
-        status={"is_online": True, "device_state": "NORMAL", "temperature": 21.5,
-                "last_seen": T0, "sync_attempts": 4, "command_sequence": 9},
-    )  # fmt: skip
+        status={
+            "is_online": True,
+            "device_state": "NORMAL",
+            "temperature": 21.5,
+            "last_seen": T0,
+            "sync_attempts": 4,
+            "command_sequence": 9,
+        },
+    )
     bare = await api.seed.device(acme)
 
     response = await api.client.get(f"/api/v1/devices/{with_status}", headers=acme.headers)
@@ -43,9 +63,11 @@ async def test_device_shape_and_status(api: Api) -> None:
 async def test_list_filters(api: Api) -> None:
     acme = await api.seed.tenant("acme")
     online = await api.seed.device(
-        acme, hostname="ESG_ALARM_AABBCCDDEEFF", mac_address="AA:BB:CC:DD:EE:FF",
+        acme,
+        hostname="ESG_ALARM_AABBCCDDEEFF",
+        mac_address="AA:BB:CC:DD:EE:FF",
         status={"is_online": True, "device_state": "NORMAL"},
-    )  # fmt: skip
+    )
     offline = await api.seed.device(acme, status={"is_online": False, "device_state": "ALARM"})
     never_seen = await api.seed.device(acme, kind="lorawan", hostname="gw-01", mac_address=None)
 
@@ -92,9 +114,12 @@ async def test_patch_manual_fields(api: Api) -> None:
     response = await api.client.patch(
         url,
         headers=acme.headers,
-        json={"location_desc": "Gate 3", "installation_date": "2024-05-01T10:00:00-04:00",
-              "active": False},
-    )  # fmt: skip
+        json={
+            "location_desc": "Gate 3",
+            "installation_date": "2024-05-01T10:00:00-04:00",
+            "active": False,
+        },
+    )
     assert response.status_code == 200, response.text
     device = response.json()
     assert device["location_desc"] == "Gate 3" and device["active"] is False
@@ -162,18 +187,29 @@ async def test_heartbeats_filters_and_paging(api: Api) -> None:
         )
     # Two rows at the same instant: the (time, id) key must still page them apart.
     await api.seed.heartbeat(
-        device_id, T0 + timedelta(minutes=5), change_type="MULTIPLE",
+        device_id,
+        T0 + timedelta(minutes=5),
+        change_type="MULTIPLE",
         change_kinds="ALARM,SENSOR_DATA",
-    )  # fmt: skip
+    )
     url = f"/api/v1/devices/{device_id}/heartbeats"
 
     rows = await api.walk(url, acme, limit=2)
     assert len(rows) == 7
     assert [row["time"] for row in rows] == sorted((row["time"] for row in rows), reverse=True)
     assert set(rows[0]) == {
-        "time", "temperature", "humidity", "fan_pwm_duty", "panic1", "panic2", "siren",
-        "turret", "box_sw", "change_type", "change_kinds",
-    }  # fmt: skip
+        "time",
+        "temperature",
+        "humidity",
+        "fan_pwm_duty",
+        "panic1",
+        "panic2",
+        "siren",
+        "turret",
+        "box_sw",
+        "change_type",
+        "change_kinds",
+    }
     assert rows[0]["change_type"] == "MULTIPLE"
     assert rows[0]["change_kinds"] == ["ALARM", "SENSOR_DATA"]
     assert rows[1]["change_kinds"] == []

@@ -57,7 +57,9 @@ class Stack:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met in {timeout} s: {self.runtime.pipeline.stats}")
+                raise AssertionError(
+                    f"condition not met in {timeout} s: {self.runtime.pipeline.stats}"
+                )
             await asyncio.sleep(0.02)
 
     async def processed(self, count: int, timeout: float = 10.0) -> None:

@@ -39,7 +39,9 @@ async def test_login_registers_device_and_syncs_its_id(stack: Stack) -> None:
     assert command.command_data["payload"]["device"]["device_id"] == device.id
     assert command.status == "SENT"
     [first_row] = await rows(stack, sa.select(heartbeats))
-    assert first_row.change_type == "MULTIPLE" and first_row.change_kinds == "CONNECTION,SENSOR_DATA"
+    assert (
+        first_row.change_type == "MULTIPLE" and first_row.change_kinds == "CONNECTION,SENSOR_DATA"
+    )
 
 
 async def test_heartbeat_from_unknown_device_is_counted_not_stored(stack: Stack) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from fleet.api.deps import AlarmId, ConnDep, DeviceFilter, PrincipalDep, TimeRangeDep
-from fleet.api.errors import NotFound
+from fleet.api.errors import NOT_FOUND, NotFound
 from fleet.api.pagination import (
+    BAD_CURSOR,
     DEFAULT_LIMIT,
     CursorQuery,
     LimitQuery,
@@ -18,14 +19,13 @@ from fleet.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from fleet.api.schemas import AlarmOut, AlarmType, ErrorOut, Priority
+from fleet.api.schemas import AlarmOut, AlarmType, Priority
 from fleet.store import alarms as store
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
-@router.get("")
+@router.get("", responses=BAD_CURSOR)
 async def list_alarms(
     principal: PrincipalDep,
     conn: ConnDep,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, HTTPException
 
 from fleet.api.deps import CommandId, ConnDep, ContextDep, DeviceId, PrincipalDep
-from fleet.api.errors import NotFound
+from fleet.api.errors import NOT_FOUND, NotFound
 from fleet.api.pagination import (
+    BAD_CURSOR,
     DEFAULT_LIMIT,
     CursorQuery,
     LimitQuery,
@@ -17,14 +16,13 @@ from fleet.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from fleet.api.schemas import CommandIn, CommandOut, ErrorOut
+from fleet.api.schemas import CommandIn, CommandOut
 from fleet.services.commands import DeviceNotFound
 from fleet.services.transports import CommandRejected
 from fleet.store import history
 from fleet.store.devices import device_exists
 
 router = APIRouter(tags=["commands"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 INITIATED_BY_MAX = 50  # command_log.initiated_by is VARCHAR(50)
 
 
@@ -62,7 +60,7 @@ async def get_command(
     return CommandOut.model_validate(row)
 
 
-@router.get("/devices/{device_id}/commands", responses=NOT_FOUND)
+@router.get("/devices/{device_id}/commands", responses={**NOT_FOUND, **BAD_CURSOR})
 async def list_commands(
     device_id: DeviceId,
     principal: PrincipalDep,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from fleet.api.deps import ConnDep, DeviceId, PrincipalDep, TimeRangeDep
-from fleet.api.errors import NotFound
+from fleet.api.errors import NOT_FOUND, NotFound
 from fleet.api.pagination import (
+    BAD_CURSOR,
     DEFAULT_LIMIT,
     CursorQuery,
     LimitQuery,
@@ -18,15 +19,14 @@ from fleet.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from fleet.api.schemas import ChangeType, DeviceOut, DevicePatch, ErrorOut, HeartbeatOut
+from fleet.api.schemas import ChangeType, DeviceOut, DevicePatch, HeartbeatOut
 from fleet.store import devices as store
 from fleet.store import history
 
 router = APIRouter(prefix="/devices", tags=["devices"])
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
-@router.get("")
+@router.get("", responses=BAD_CURSOR)
 async def list_devices(
     principal: PrincipalDep,
     conn: ConnDep,
@@ -89,7 +89,7 @@ async def delete_device(device_id: DeviceId, principal: PrincipalDep, conn: Conn
     return Response(status_code=204)
 
 
-@router.get("/{device_id}/heartbeats", responses=NOT_FOUND)
+@router.get("/{device_id}/heartbeats", responses={**NOT_FOUND, **BAD_CURSOR})
 async def list_heartbeats(
     device_id: DeviceId,
     principal: PrincipalDep,

@@ -1,0 +1,181 @@
+"""A broker restart or a database outage during ingest: Fleet recovers by itself and loses no
+message the broker delivered at QoS 1, because it acknowledges only after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from fleet.store.tables import heartbeats
+from tests.conftest import PG_ADMIN_URL
+from tests.ingest.harness import start_stack, stop_stack
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateBroker:
+    """A Mosquitto of this test's own, with persistence, that the test may restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {directory}/\n"
+            "max_queued_messages 0\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("private mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(5)
+            self.process = None
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    if not Path(MOSQUITTO).exists():
+        from tests.conftest import service_missing
+
+        service_missing("the mosquitto binary")
+    broker = PrivateBroker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def _stored(stack, count: int, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        async with stack.runtime.engine.connect() as conn:
+            n = (await conn.execute(sa.select(sa.func.count()).select_from(heartbeats))).scalar()
+        if n >= count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{n} of {count} rows after {timeout} s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.broker
+async def test_broker_restart_during_ingest(
+    db_url: str, private_broker: PrivateBroker, topic_base: str
+) -> None:
+    stack = await start_stack(db_url, "127.0.0.1", private_broker.port, topic_base)
+    try:
+        panels = [stack.panel(100 + i) for i in range(5)]
+        now = time.time()
+        for panel in panels:
+            stack.send(panel.login(now))
+        await stack.processed(5)
+        private_broker.stop()
+        private_broker.start()
+        # Fleet and the test's publisher both reconnect by themselves.
+        await stack.until(
+            lambda: stack.runtime.link.connected and stack.publisher.is_connected(), 15
+        )
+        for panel in panels:
+            stack.send(panel.alarm(time.time(), "PANIC1", active=True))
+        await stack.processed(10, timeout=15)
+        async with stack.runtime.engine.connect() as conn:
+            alarms = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(heartbeats)
+                    .where(heartbeats.c.change_type == "ALARM")
+                )
+            ).scalar()
+        assert alarms == 5
+    finally:
+        await stop_stack(stack)
+
+
+@pytest.mark.postgres
+@pytest.mark.broker
+async def test_database_outage_loses_nothing_and_acks_only_after_commit(
+    pg_url: str, mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    """The database refuses connections while panels report; Fleet is even stopped and started
+    again meanwhile. Every message the broker delivered ends up stored once."""
+    host, port = mqtt_server
+    dbname = pg_url.rsplit("/", 1)[1]
+
+    def admin(sql: str) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql)
+
+    stack = await start_stack(pg_url, host, port, topic_base)
+    client_id = stack.runtime.settings.mqtt_client_id
+    panels = [stack.panel(200 + i) for i in range(3)]
+    now = time.time()
+    for panel in panels:
+        stack.send(panel.login(now))
+    await _stored(stack, 3)
+    admin(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+    admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'")
+    try:
+        for panel in panels:
+            stack.send(panel.alarm(time.time(), "PANIC2", active=True))
+        await asyncio.sleep(1.5)  # the batch fails and is retried; nothing is acknowledged
+        assert stack.runtime.pipeline.stats.accepted["alarm"] == 0
+        # Stop this Fleet while its batch is uncommitted, as a crash would.
+        stack.runtime.pipeline.stop()
+        for task in stack.runtime._tasks:
+            task.cancel()
+        stack.runtime.link.stop()
+    finally:
+        admin(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+    await stack.runtime.engine.dispose()
+    stack.publisher.disconnect()
+    stack.publisher.loop_stop()
+    # A new Fleet with the same client id: the broker redelivers the unacknowledged messages.
+    from fleet.config import Settings
+    from fleet.runtime import FleetRuntime
+
+    settings: Settings = stack.runtime.settings
+    runtime = FleetRuntime(settings)
+    await runtime.start(migrate=False)
+    stack.runtime = runtime
+    try:
+        await stack.until(lambda: runtime.pipeline.stats.accepted["alarm"] >= 3, 15)
+        async with runtime.engine.connect() as conn:
+            alarm_rows = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(heartbeats)
+                    .where(heartbeats.c.change_type == "ALARM")
+                )
+            ).scalar()
+        assert alarm_rows == 3
+    finally:
+        await runtime.stop()
+        from tests.ingest.harness import discard_session
+
+        discard_session(host, port, client_id)
