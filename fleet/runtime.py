@@ -11,7 +11,7 @@ import uuid
 from contextlib import suppress
 from datetime import UTC, datetime
 
-from fleet.config import Settings, split_host_port
+from fleet.config import DEMO_HMAC_KEY_HEX, Settings, split_host_port
 from fleet.core.events import Event
 from fleet.ingest.embedded_broker import EmbeddedBroker
 from fleet.ingest.mqtt_link import BrokerAddress, MqttLink, parse_mqtt_url
@@ -80,6 +80,11 @@ class FleetRuntime:
         del self.events[:-1000]
 
     async def start(self, *, migrate: bool = True) -> None:
+        if self.settings.alarm_hmac_key == DEMO_HMAC_KEY_HEX and self.embedded is None:
+            log.warning(
+                "FLEET_ALARM_HMAC_KEY is the public demo key: anyone can forge panel messages; "
+                "set your fleet's key"
+            )
         if migrate:
             await asyncio.to_thread(upgrade, self.settings.database_url)
         if self.embedded is not None:

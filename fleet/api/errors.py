@@ -14,6 +14,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.utils import is_body_allowed_for_status_code
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,11 +53,7 @@ def _plain_error(err: dict[str, Any]) -> dict[str, Any]:
         # A missing body, or one that is not a JSON object (often a wrong Content-Type).
         msg = "expected a JSON object, sent with Content-Type: application/json"
         return {"loc": loc, "msg": msg, "type": kind}
-    return {
-        "loc": loc,
-        "msg": str(err.get("msg", "")),
-        "type": kind,
-    }
+    return {"loc": loc, "msg": str(err.get("msg", "")), "type": kind}
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -75,6 +72,13 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Retryable: the client did nothing wrong, and a 500 would page someone for an outage
+    # the database's own monitoring already reports.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal server error"}, status_code=500)
@@ -84,6 +88,11 @@ Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 EXCEPTION_HANDLERS: dict[int | type[Exception], Handler] = {
     HTTPException: http_error,
     RequestValidationError: validation_error,
+    # Refused or dropped connections (asyncpg raises ConnectionError unwrapped), a locked or
+    # unreachable database, an exhausted pool.
+    ConnectionError: database_unavailable,
+    sa_exc.OperationalError: database_unavailable,
+    sa_exc.TimeoutError: database_unavailable,
     Exception: unexpected_error,
 }
 

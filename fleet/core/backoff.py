@@ -22,7 +22,7 @@ def backoff_delay(
 
     Jitter spreads retries of many devices that failed together so they do not return together.
     """
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay: float = min(cap, base * 2.0 ** max(0, attempt - 1))
     if jitter:
-        delay *= 1 + (rng or random).uniform(-jitter, jitter)
+        delay *= 1.0 + (rng or random).uniform(-jitter, jitter)
     return delay

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class MqttLink:
         self._subscribed = threading.Event()
         self.generation = 0
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=not persistent_session,
             manual_ack=True,
@@ -131,7 +132,9 @@ class MqttLink:
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._buffer.append(
-            InboundMessage(msg.topic, msg.payload, msg.qos, msg.mid, time.time(), self.generation)
+            InboundMessage(
+                msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self.generation
+            )
         )
         if not self._signalled and self._loop is not None:
             self._signalled = True

@@ -124,9 +124,9 @@ class IngestPipeline:
         self.link.ack(batch)
         await self._after_commit(outcome)
         self.stats.batches += 1
-        for message in outcome.applied:
-            self.stats.accept(NAME, message.kind)
-            latency = committed - message.source.received
+        for applied in outcome.applied:
+            self.stats.accept(NAME, applied.kind)
+            latency = committed - applied.source.received
             COMMIT_LATENCY.observe(latency)
             if self.keep_latencies:
                 self.latencies.append(latency)

@@ -57,7 +57,7 @@ def _enum(values: tuple[str, ...], name: str) -> sa.Enum:
     return sa.Enum(*values, name=name, native_enum=True, create_constraint=True)
 
 
-def _now() -> sa.ColumnElement[object]:
+def _now() -> sa.sql.functions.now:
     return sa.func.now()
 
 

@@ -2,13 +2,18 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from fleet.api import ApiContext, build_api
 from fleet.api.schemas import AlarmType, ChangeType, CommandStatus, EventState, Priority
+from fleet.config import Settings
+from fleet.services.commands import CommandService
 from fleet.store import accounts
+from fleet.store.engine import create_engine
 from fleet.store.tables import ALARM_TYPES, CHANGE_TYPES, COMMAND_STATUSES, EVENT_STATES, PRIORITIES
 from tests.api.conftest import T0, Api, Tenant
 
@@ -230,3 +235,16 @@ async def test_unexpected_errors_answer_json_500(
     assert unknown.status_code == 404 and unknown.json() == {"detail": "Not Found"}
     wrong_method = await api.client.put("/healthz")
     assert wrong_method.status_code == 405 and isinstance(wrong_method.json()["detail"], str)
+
+
+async def test_database_outage_answers_503(tmp_path: Path) -> None:
+    for url in (f"sqlite:///{tmp_path}/missing/dir/fleet.db", "postgresql://fleet@127.0.0.1:9/x"):
+        engine = create_engine(url)
+        app = build_api(ApiContext(Settings(), engine, CommandService(engine, {})))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for path in ("/healthz", "/api/v1/devices"):
+                response = await client.get(path, headers={"Authorization": "Bearer fleet_x"})
+                assert response.status_code == 503, (url, path)
+                assert "database unavailable" in response.json()["detail"]
+        await engine.dispose()
