@@ -764,7 +764,10 @@ async def run_all(opts: Options, console: Console) -> list[RunResult]:
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run the benchmark; print the tables and return (and with --json, write) the figures."""
     opts, json_path = parse_args(argv)
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped into a file: do not squeeze the tables into 80 columns
+            console = Console(width=160)
     machine = machine_info(opts)
     runs = asyncio.run(run_all(opts, console))
     render(console, machine, opts, runs)

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     )
     mqtt_client_id: str = Field(
         default="fleet-ingest",
-        description="MQTT client id of the ingest; a fixed id keeps the QoS 1 session across restarts.",
+        description="MQTT client id of the ingest; a fixed id keeps the QoS 1 session "
+        "across restarts.",
     )
     mqtt_qos: int = Field(
         default=1, ge=0, le=1, description="Subscription QoS: 1 = at-least-once, 0 = best effort."
@@ -42,7 +43,8 @@ class Settings(BaseSettings):
     )
     alarm_topic_base: str = Field(
         default="esagtech",
-        description="Default topic base of alarm panels; with a single account it is that account's.",
+        description="Default topic base of alarm panels; with a single account it is "
+        "that account's.",
     )
     alarm_topic_filter: str = Field(
         default="+/pb/d/+/+",

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleet.api.context import ApiContext
+from fleet.api.errors import InvalidInput
 from fleet.api.schemas import InputTime
 from fleet.store.accounts import Principal, resolve_key
 
@@ -88,7 +89,7 @@ def get_time_range(
     ] = None,
 ) -> TimeRange:
     if since is not None and until is not None and since >= until:
-        raise HTTPException(status_code=422, detail="since must be earlier than until")
+        raise InvalidInput("since must be earlier than until", ("query", "until"))
     return TimeRange(since, until)
 
 

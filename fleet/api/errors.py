@@ -33,6 +33,14 @@ class NotFound(HTTPException):
         super().__init__(status_code=404, detail=f"{what} {ident} not found")
 
 
+class InvalidInput(HTTPException):
+    """A 422 found past request validation, shaped like one: `detail` plus `errors`."""
+
+    def __init__(self, detail: str, loc: Sequence[str], kind: str = "value_error") -> None:
+        super().__init__(status_code=422, detail=detail)
+        self.errors = [{"loc": list(loc), "msg": detail, "type": kind}]
+
+
 def _where(loc: Sequence[Any]) -> str:
     # ('query', 'limit') -> 'query.limit'; the 'body' prefix of body fields says nothing useful.
     parts = [str(part) for part in loc]
@@ -60,9 +68,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if not is_body_allowed_for_status_code(exc.status_code):
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return JSONResponse(
-        {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-    )
+    body: dict[str, Any] = {"detail": str(exc.detail)}
+    if isinstance(exc, InvalidInput):
+        body["errors"] = exc.errors
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

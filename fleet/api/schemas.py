@@ -38,7 +38,32 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("date out of range") from exc
 
 
-# Always '+00:00' rather than pydantic's 'Z': the offset form every ISO 8601 parser accepts.
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL (SQLite can): refuse it up front on both, as bad input.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _no_nul_inside(value: dict[str, Any]) -> dict[str, Any]:
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            _no_nul(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_no_nul_inside)]
+
+# An explicit '+00:00' offset rather than pydantic's 'Z': what the API documents and any
+# ISO 8601 parser (Python's fromisoformat before 3.11 included) reads.
 Timestamp = Annotated[
     datetime,
     PlainSerializer(_iso, return_type=str, when_used="json"),
@@ -120,9 +145,9 @@ class DevicePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    location_desc: str | None = Field(default=None, max_length=2000)
+    location_desc: Text | None = Field(default=None, max_length=2000)
     installation_date: InputTime | None = None
-    notes: str | None = Field(default=None, max_length=10000)
+    notes: Text | None = Field(default=None, max_length=10000)
     active: bool | None = None
 
     @field_validator("active")
@@ -174,8 +199,8 @@ class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: CommandType
-    payload: dict[str, Any] = Field(default_factory=dict)
-    initiated_by: str | None = Field(
+    payload: JsonObject = Field(default_factory=dict)
+    initiated_by: Text | None = Field(
         default=None,
         min_length=1,
         max_length=50,

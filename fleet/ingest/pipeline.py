@@ -27,6 +27,7 @@ from fleet.integrations.alarm_panel.handler import NAME, AlarmPanelHandler, Batc
 from fleet.integrations.alarm_panel.prepare import PanelMessage, prepare
 from fleet.services.commands import CommandService, DeviceNotFound
 from fleet.services.transports import CommandRejected
+from fleet.store import events as event_log
 from fleet.store import panels as panel_store
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class IngestPipeline:
                         else:
                             owned.append((account_id, message))
                     applied = await self.handler.apply(conn, owned, self.clock())
+                    await event_log.append(conn, applied.events)
                 outcome.applied, outcome.sync_requests = applied.applied, applied.sync_requests
                 outcome.rejected += applied.rejected
                 outcome.events = applied.events
@@ -165,6 +167,7 @@ class IngestPipeline:
         try:
             async with self.engine.begin() as conn:
                 outcome = await self.handler.sweep(conn, self.clock())
+                await event_log.append(conn, outcome.events)
         except Exception:
             log.exception("liveness sweep failed; it runs again in %.0f s", SWEEP_INTERVAL_SECONDS)
             return

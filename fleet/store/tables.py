@@ -293,3 +293,24 @@ command_log = sa.Table(
         postgresql_where=sa.text("status IN ('PENDING', 'SENT')"),
     ),
 )
+
+# The event stream: one ordered log for every account, written in the same transaction as the
+# change it reports (so an event exists exactly when its change committed). `id` is the cursor.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    sa.Column(
+        "account_id",
+        sa.Integer,
+        sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("type", sa.String(64), nullable=False),
+    # No foreign key: an event outlives the device it speaks of (e.g. device.deleted).
+    sa.Column("device_id", sa.Integer),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False, server_default=_now()),
+    sa.Index("ix_events_account_id_id", "account_id", "id"),
+    sa.Index("ix_events_created_at", "created_at"),
+)

@@ -98,6 +98,8 @@ async def test_rejected_commands(api: Api) -> None:
         response = await api.client.post(url, headers=acme.headers, json=body)
         assert response.status_code == 422, body
         assert fragment in response.json()["detail"]
+        [error] = response.json()["errors"]
+        assert error["loc"] == ["body", "payload"] and error["type"] == "command_rejected"
     for body in (
         {"type": "REBOOT"},
         {"type": "UNKNOWN"},

@@ -227,5 +227,6 @@ async def test_heartbeats_filters_and_paging(api: Api) -> None:
         url, headers=acme.headers, params={"since": T0.isoformat(), "until": T0.isoformat()}
     )
     assert response.status_code == 422 and "since" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["query", "until"]
     response = await api.client.get("/api/v1/devices/999999/heartbeats", headers=acme.headers)
     assert response.status_code == 404

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from fleet.api.deps import CommandId, ConnDep, ContextDep, DeviceId, PrincipalDep
-from fleet.api.errors import NOT_FOUND, NotFound
+from fleet.api.errors import NOT_FOUND, InvalidInput, NotFound
 from fleet.api.pagination import (
     BAD_CURSOR,
     DEFAULT_LIMIT,
@@ -46,7 +46,7 @@ async def send_command(
     except DeviceNotFound as exc:
         raise NotFound("device", device_id) from exc
     except CommandRejected as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from exc
+        raise InvalidInput(str(exc), ("body", "payload"), "command_rejected") from exc
     return CommandOut.model_validate(row)
 
 

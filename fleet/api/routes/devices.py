@@ -19,7 +19,7 @@ from fleet.api.pagination import (
     decode_cursor,
     encode_cursor,
 )
-from fleet.api.schemas import ChangeType, DeviceOut, DevicePatch, HeartbeatOut
+from fleet.api.schemas import ChangeType, DeviceOut, DevicePatch, HeartbeatOut, Text
 from fleet.store import devices as store
 from fleet.store import history
 
@@ -32,11 +32,11 @@ async def list_devices(
     conn: ConnDep,
     online: Annotated[bool | None, Query(description="Only online (or offline) devices.")] = None,
     state: Annotated[
-        str | None, Query(max_length=20, description="device_state, e.g. NORMAL (any case).")
+        Text | None, Query(max_length=20, description="device_state, e.g. NORMAL (any case).")
     ] = None,
-    kind: Annotated[str | None, Query(max_length=32, description="e.g. alarm_panel.")] = None,
+    kind: Annotated[Text | None, Query(max_length=32, description="e.g. alarm_panel.")] = None,
     search: Annotated[
-        str | None,
+        Text | None,
         Query(max_length=64, description="Case-insensitive part of the hostname or MAC."),
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
