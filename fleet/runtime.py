@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from fleet.config import DEMO_HMAC_KEY_HEX, Settings, split_host_port
 from fleet.core.events import Event
 from fleet.ingest.embedded_broker import EmbeddedBroker
+from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import BrokerAddress, MqttLink, parse_mqtt_url
 from fleet.ingest.namespaces import NamespaceResolver
 from fleet.ingest.pipeline import IngestPipeline
@@ -74,6 +75,17 @@ class FleetRuntime:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.jobs: list[Job] = [
+            Job("commands", 1.0, self.commands.run_due),
+            Job("retention", 3600.0, self._retention),
+        ]
+
+    def add_integration(self, integration: Integration) -> None:
+        """Another device family on the ingest: its topics are subscribed and routed to it."""
+        self.pipeline.add_integration(integration)
+        if self.ingest_enabled:
+            qos = self.settings.mqtt_qos
+            self.link.subscriptions.extend((topic, qos) for topic in integration.subscriptions())
 
     def _remember_events(self, events: list[Event]) -> None:
         self.events.extend(events)
@@ -93,11 +105,7 @@ class FleetRuntime:
         self.link.start()
         if self.ingest_enabled:
             self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
-        jobs = [
-            Job("commands", 1.0, self.commands.run_due),
-            Job("retention", 3600.0, self._retention),
-        ]
-        self._tasks.append(asyncio.create_task(run_jobs(jobs, self._stop), name="jobs"))
+        self._tasks.append(asyncio.create_task(run_jobs(self.jobs, self._stop), name="jobs"))
 
     async def _retention(self) -> None:
         await apply_retention(self.engine, RetentionPolicy(), datetime.now(UTC))

@@ -19,6 +19,7 @@ from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.core.events import Event
+from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import InboundMessage, MqttLink
 from fleet.ingest.namespaces import NamespaceResolver
 from fleet.ingest.rejections import IngestStats, Rejection
@@ -80,9 +81,14 @@ class IngestPipeline:
         self.clock = clock
         self.event_sink = event_sink
         self.stats = IngestStats()
+        self.integrations: dict[str, Integration] = {}
         self.latencies: list[float] = []  # commit latency samples, for benchmarks
         self.keep_latencies = False
         self._stop = asyncio.Event()
+
+    def add_integration(self, integration: Integration) -> None:
+        """Route the topics `integration` matches to it (checked before the alarm panels)."""
+        self.integrations[integration.name] = integration
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,13 +120,20 @@ class IngestPipeline:
     async def process(self, batch: list[InboundMessage]) -> None:
         """Apply one batch; returns once it has committed and been acknowledged."""
         prepared: list[PanelMessage] = []
+        others: dict[str, list[InboundMessage]] = {}
         for message in batch:
+            integration = self._route(message.topic)
+            if integration is not None:
+                others.setdefault(integration.name, []).append(message)
+                continue
             result = prepare(message, self.hmac_key, self.max_payload)
             if isinstance(result, Rejection):
                 self.stats.reject(NAME, result)
             elif result is not None:
                 prepared.append(result)
         outcome = await self._commit(prepared) if prepared else BatchOutcome()
+        for name, messages in others.items():
+            await self._commit_other(self.integrations[name], messages)
         committed = time.time()
         self.link.ack(batch)
         await self._after_commit(outcome)
@@ -133,6 +146,33 @@ class IngestPipeline:
                 self.latencies.append(latency)
         for rejection in outcome.rejected:
             self.stats.reject(NAME, rejection)
+
+    def _route(self, topic: str) -> Integration | None:
+        for integration in self.integrations.values():
+            if integration.matches(topic):
+                return integration
+        return None
+
+    async def _commit_other(self, integration: Integration, messages: list[InboundMessage]) -> None:
+        delay = RETRY_MIN_SECONDS
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    outcome = await integration.handle(conn, messages, self.clock())
+                    await event_log.append(conn, outcome.events)
+                break
+            except Exception:
+                if self._stop.is_set():
+                    raise
+                log.exception("%s batch failed; retrying in %.1f s", integration.name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        for kind in outcome.applied:
+            self.stats.accept(integration.name, kind)
+        for rejection in outcome.rejected:
+            self.stats.reject(integration.name, rejection)
+        if outcome.events and self.event_sink is not None:
+            self.event_sink(outcome.events)
 
     async def _commit(self, prepared: list[PanelMessage]) -> BatchOutcome:
         delay = RETRY_MIN_SECONDS
