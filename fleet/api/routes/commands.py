@@ -31,8 +31,8 @@ async def send_command(
     device_id: DeviceId, command: CommandIn, principal: PrincipalDep, ctx: ContextDep
 ) -> CommandOut:
     """Record the command and publish it to the device. The answer is the log entry: SENT once
-    the broker took it, FAILED if the device cannot be reached this way; follow it with
-    `GET /commands/{id}`."""
+    the broker took it, PENDING (retried later) while the broker link is down, FAILED if the
+    device cannot be reached this way; follow it with `GET /commands/{id}`."""
     # The account prefix says who acted even when actor names repeat across accounts.
     initiated_by = f"{principal.account_name}:{command.initiated_by or 'api'}"
     try:
