@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +39,8 @@ SWEEP_INTERVAL_SECONDS = 1.0
 # A failed transaction (database restarting) is retried after 0.5 s, doubling to 10 s.
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
+# After this many failures of one batch while the database answers, look for a poison message.
+POISON_AFTER_FAILURES = 2
 
 COMMIT_LATENCY = Histogram(
     "fleet_ingest_commit_latency_seconds",
@@ -175,33 +178,74 @@ class IngestPipeline:
             self.event_sink(outcome.events)
 
     async def _commit(self, prepared: list[PanelMessage]) -> BatchOutcome:
+        """Commit the batch, retrying while the database is unreachable. A batch that keeps
+        failing while the database answers holds a message the database refuses (a poison
+        message): it is split until that message is found and rejected, so it cannot stall the
+        ingest and the good messages around it are kept."""
         delay = RETRY_MIN_SECONDS
+        failures = 0
         while True:
-            owned: list[tuple[int, PanelMessage]] = []
             try:
-                async with self.engine.begin() as conn:
-                    outcome = BatchOutcome()
-                    for message in prepared:
-                        account_id = await self.namespaces.resolve(conn, message.base)
-                        if account_id is None:
-                            outcome.rejected.append(
-                                Rejection("unknown_namespace", message.source.topic, message.base)
-                            )
-                        else:
-                            owned.append((account_id, message))
-                    applied = await self.handler.apply(conn, owned, self.clock())
-                    await event_log.append(conn, applied.events)
-                outcome.applied, outcome.sync_requests = applied.applied, applied.sync_requests
-                outcome.rejected += applied.rejected
-                outcome.events = applied.events
-                return outcome
-            except Exception:
-                self.handler.forget(owned)
+                return await self._apply_once(prepared)
+            except Exception as exc:
                 if self._stop.is_set():
                     raise
+                failures += 1
+                if failures >= POISON_AFTER_FAILURES and await self._database_answers():
+                    return await self._isolate(prepared, exc)
                 log.exception("ingest batch of %d failed; retrying in %.1f s", len(prepared), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _apply_once(self, prepared: list[PanelMessage]) -> BatchOutcome:
+        owned: list[tuple[int, PanelMessage]] = []
+        try:
+            async with self.engine.begin() as conn:
+                outcome = BatchOutcome()
+                for message in prepared:
+                    account_id = await self.namespaces.resolve(conn, message.base)
+                    if account_id is None:
+                        outcome.rejected.append(
+                            Rejection("unknown_namespace", message.source.topic, message.base)
+                        )
+                    else:
+                        owned.append((account_id, message))
+                applied = await self.handler.apply(conn, owned, self.clock())
+                await event_log.append(conn, applied.events)
+        except BaseException:
+            self.handler.forget(owned)
+            raise
+        outcome.applied, outcome.sync_requests = applied.applied, applied.sync_requests
+        outcome.rejected += applied.rejected
+        outcome.events = applied.events
+        return outcome
+
+    async def _isolate(self, prepared: list[PanelMessage], error: Exception) -> BatchOutcome:
+        if len(prepared) == 1:
+            log.error("the database refuses a message; rejected: %s", error)
+            return BatchOutcome(
+                rejected=[Rejection("store_error", prepared[0].source.topic, str(error)[:200])]
+            )
+        middle = len(prepared) // 2
+        merged = BatchOutcome()
+        for half in (prepared[:middle], prepared[middle:]):  # in order: devices stay in order
+            try:
+                part = await self._apply_once(half)
+            except Exception as exc:
+                part = await self._isolate(half, exc)
+            merged.applied += part.applied
+            merged.rejected += part.rejected
+            merged.sync_requests += part.sync_requests
+            merged.events += part.events
+        return merged
+
+    async def _database_answers(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
 
     async def sweep(self) -> None:
         try:

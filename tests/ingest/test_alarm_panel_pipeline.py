@@ -142,3 +142,28 @@ async def test_last_will_marks_offline_and_any_message_online_again(stack: Stack
         "CONNECTION",
         "CONNECTION,SENSOR_DATA",
     ]
+
+
+async def test_a_message_the_database_refuses_is_isolated_not_retried_forever(stack: Stack) -> None:
+    """A zone beyond INTEGER (a u32 on the wire) is fine for SQLite but refused by PostgreSQL:
+    the batch is split until that message is found; the others in the batch are stored."""
+    from fleet.integrations.alarm_panel.codec import StatusReport, encode_report
+
+    good = [stack.panel(40 + i) for i in range(3)]
+    poison = stack.panel(50)
+    now = time.time()
+    stack.runtime.pipeline.batch_wait = 0.5  # let the four land in one batch
+    for panel in good[:2]:
+        stack.send(panel.login(now))
+    report = StatusReport(device_state="NORMAL", zone=2**32 - 1, mac_address=poison.hostname[-12:])
+    stack.raw(
+        device_topic(stack.base, poison.hostname, "status"),
+        encode_frame(KEY, poison._next_sequence(), encode_report(report)),
+    )
+    stack.send(good[2].login(now))
+    await stack.processed(4, timeout=20)
+    stored = {row.hostname for row in await rows(stack, sa.select(devices))}
+    assert {panel.hostname for panel in good} <= stored
+    if stack.runtime.engine.dialect.name == "postgresql":
+        assert stack.runtime.pipeline.stats.rejected["store_error"] == 1
+        assert poison.hostname not in stored

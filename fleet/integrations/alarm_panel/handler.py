@@ -8,6 +8,7 @@ per device per batch and one multi-row INSERT of history.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,6 +59,14 @@ class _Batch:
 
     def set_status(self, device_id: int, values: dict[str, Any]) -> None:
         self.status.setdefault(device_id, {}).update(values)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class AlarmPanelHandler:
@@ -155,6 +164,8 @@ class AlarmPanelHandler:
             batch.set_status(state.device_id, io)
             self._record(batch, state, Snapshot(**io), now, connection_changed, force="ALARM")
         elif isinstance(report, CommandResponseReport):
+            if not _is_uuid(report.request_id):
+                return Rejection("bad_request_id", message.source.topic, report.request_id[:64])
             result = await apply_response_in(
                 conn,
                 state.device_id,

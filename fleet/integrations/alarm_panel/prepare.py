@@ -25,6 +25,13 @@ class PanelMessage:
     report: Report
 
 
+def _has_nul(report: Report) -> bool:
+    return any(
+        isinstance(value, str) and "\x00" in value
+        for value in (getattr(report, name) for name in report.__slots__)
+    )
+
+
 def prepare(
     message: InboundMessage, key: bytes, max_payload: int
 ) -> PanelMessage | Rejection | None:
@@ -45,6 +52,9 @@ def prepare(
         return Rejection(exc.reason, topic)
     except DecodeError as exc:
         return Rejection(exc.reason, topic, exc.detail)
+    if _has_nul(report):
+        # PostgreSQL text cannot hold U+0000: refused here with a reason, not by the database.
+        return Rejection("bad_value", topic, "NUL character in a text field")
     return PanelMessage(
         source=message,
         base=parsed.base,
