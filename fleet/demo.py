@@ -79,16 +79,15 @@ async def run_demo(
                     f"MQTT broker         {runtime.broker.host}:{runtime.broker.port}",
                     f"Database            {settings.database_url}",
                     f"{panels} simulated alarm panels report every {hb_interval:g} s",
-                    "",
-                    "Try:",
-                    f'  curl -H "Authorization: Bearer {key}" {url}/api/v1/devices',
-                    "",
                     "Ctrl+C stops.",
                 ]
             ),
             title="Fleet demo",
         )
     )
+    # Outside the box, so that a terminal never wraps the key: copy-paste must work.
+    print(f"API key (sign in to the dashboard with it): {key}")
+    print(f'Try: curl -H "Authorization: Bearer {key}" {url}/api/v1/devices', flush=True)
     fleet = PanelFleet(
         host=runtime.broker.host,
         port=runtime.broker.port,
