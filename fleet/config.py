@@ -6,6 +6,7 @@ Nothing is read at import time: `Settings()` is built by the CLI or by a test an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,11 @@ class Settings(BaseSettings):
     command_timeout_seconds: float = Field(
         default=60, gt=0, description="A SENT command with no response after this is TIMEOUT."
     )
+    ingest_partition: str = Field(
+        default="",
+        description="'k/N': this process ingests only its share of the devices (by a hash of the "
+        "topic), so N processes split the load on any broker; empty = all devices.",
+    )
     ingest_batch_max: int = Field(
         default=2000, ge=1, description="Most messages the ingest writes in one transaction."
     )
@@ -75,6 +81,14 @@ class Settings(BaseSettings):
         default=4096, ge=64, description="Larger MQTT payloads are rejected (counted) unread."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    web_session_hours: float = Field(
+        default=12, gt=0, description="A dashboard sign-in lasts this long, then asks again."
+    )
+    web_cookie_secure: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="Secure flag of the dashboard's session cookie: `auto` sets it when the "
+        "request came over https (behind a proxy, run uvicorn with --proxy-headers).",
+    )
 
     @field_validator("alarm_hmac_key")
     @classmethod

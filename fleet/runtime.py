@@ -17,6 +17,7 @@ from fleet.ingest.embedded_broker import EmbeddedBroker
 from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import BrokerAddress, MqttLink, parse_mqtt_url
 from fleet.ingest.namespaces import NamespaceResolver
+from fleet.ingest.partition import Partition
 from fleet.ingest.pipeline import IngestPipeline
 from fleet.integrations.alarm_panel.handler import AlarmPanelHandler
 from fleet.integrations.alarm_panel.transport import KIND as ALARM_PANEL
@@ -45,12 +46,18 @@ class FleetRuntime:
         subscriptions = [(settings.alarm_topic_filter, settings.mqtt_qos)] if ingest else []
         # The ingest keeps one client id so its QoS 1 session (and undelivered messages) survive
         # a restart; an API-only process just publishes and gets an id of its own.
+        partition = Partition.parse(settings.ingest_partition) if ingest else None
         client_id = settings.mqtt_client_id if ingest else f"fleet-api-{uuid.uuid4().hex[:8]}"
+        if partition is not None:
+            # Each partition keeps a QoS 1 session of its own; one id for two would make the
+            # broker disconnect one worker every time the other connects.
+            client_id = f"{client_id}-{partition.index}of{partition.count}"
         self.link = MqttLink(
             self.broker,
             client_id,
             subscriptions,
             persistent_session=ingest and settings.mqtt_qos > 0,
+            partition=partition,
         )
         self.commands = CommandService(
             self.engine,

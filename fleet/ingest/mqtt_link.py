@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.ingest.partition import Partition
+
 log = logging.getLogger(__name__)
 
 # paho retries the connection by itself: 1 s first, doubling to 30 s, so a broker restart costs
@@ -73,8 +75,10 @@ class MqttLink:
         subscriptions: Iterable[tuple[str, int]],
         *,
         persistent_session: bool = True,
+        partition: Partition | None = None,
     ) -> None:
         self.address = address
+        self.partition = partition
         self.subscriptions = list(subscriptions)
         self._buffer: deque[InboundMessage] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,7 +134,11 @@ class MqttLink:
         self._connected.clear()
         log.warning("disconnected from MQTT broker (%s); paho reconnects by itself", reason)
 
-    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self.partition is not None and not self.partition.owns(msg.topic):
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)  # another worker's device: it gets its own copy
+            return
         self._buffer.append(
             InboundMessage(
                 msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self.generation
