@@ -57,7 +57,6 @@ class FleetRuntime:
             client_id,
             subscriptions,
             persistent_session=ingest and settings.mqtt_qos > 0,
-            partition=partition,
         )
         self.commands = CommandService(
             self.engine,
@@ -79,6 +78,7 @@ class FleetRuntime:
             batch_max=settings.ingest_batch_max,
             batch_wait=settings.ingest_batch_wait_ms / 1000,
             event_sink=self._remember_events,
+            partition=partition,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

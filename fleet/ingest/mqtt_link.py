@@ -21,8 +21,6 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.ingest.partition import Partition
-
 log = logging.getLogger(__name__)
 
 # paho retries the connection by itself: 1 s first, doubling to 30 s, so a broker restart costs
@@ -75,10 +73,8 @@ class MqttLink:
         subscriptions: Iterable[tuple[str, int]],
         *,
         persistent_session: bool = True,
-        partition: Partition | None = None,
     ) -> None:
         self.address = address
-        self.partition = partition
         self.subscriptions = list(subscriptions)
         self._buffer: deque[InboundMessage] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,11 +130,7 @@ class MqttLink:
         self._connected.clear()
         log.warning("disconnected from MQTT broker (%s); paho reconnects by itself", reason)
 
-    def _on_message(self, client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if self.partition is not None and not self.partition.owns(msg.topic):
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)  # another worker's device: it gets its own copy
-            return
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         self._buffer.append(
             InboundMessage(
                 msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self.generation
@@ -191,8 +183,10 @@ class MqttLink:
         return len(self._buffer)
 
     def ack(self, messages: Iterable[InboundMessage]) -> None:
-        """Acknowledge committed QoS 1 messages. A message from an earlier connection is not
-        acknowledged: the broker redelivers it and the anti-replay check drops the copy."""
+        """Acknowledge committed QoS 1 messages, in the order they arrived (MQTT 4.6: a broker
+        may reorder what it sends next when acknowledgements come out of order). A message from
+        an earlier connection is not acknowledged: the broker redelivers it and the anti-replay
+        check drops the copy."""
         generation = self.generation
         for message in messages:
             if message.qos and message.generation == generation:

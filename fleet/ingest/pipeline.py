@@ -23,6 +23,7 @@ from fleet.core.events import Event
 from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import InboundMessage, MqttLink
 from fleet.ingest.namespaces import NamespaceResolver
+from fleet.ingest.partition import Partition
 from fleet.ingest.rejections import IngestStats, Rejection
 from fleet.integrations.alarm_panel.codec import device_id_sync_payload
 from fleet.integrations.alarm_panel.handler import NAME, AlarmPanelHandler, BatchOutcome
@@ -30,7 +31,6 @@ from fleet.integrations.alarm_panel.prepare import PanelMessage, prepare
 from fleet.services.commands import CommandService, DeviceNotFound
 from fleet.services.transports import CommandRejected
 from fleet.store import events as event_log
-from fleet.store import panels as panel_store
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class IngestPipeline:
         batch_wait: float,
         clock: Clock = utcnow,
         event_sink: EventSink | None = None,
+        partition: Partition | None = None,
     ) -> None:
         self.engine = engine
         self.link = link
@@ -83,6 +84,7 @@ class IngestPipeline:
         self.batch_wait = batch_wait
         self.clock = clock
         self.event_sink = event_sink
+        self.partition = partition
         self.stats = IngestStats()
         self.integrations: dict[str, Integration] = {}
         self.latencies: list[float] = []  # commit latency samples, for benchmarks
@@ -124,7 +126,10 @@ class IngestPipeline:
         """Apply one batch; returns once it has committed and been acknowledged."""
         prepared: list[PanelMessage] = []
         others: dict[str, list[InboundMessage]] = {}
+        partition = self.partition
         for message in batch:
+            if partition is not None and not partition.owns(message.topic):
+                continue  # another worker's device (acknowledged with the batch, in order)
             integration = self._route(message.topic)
             if integration is not None:
                 others.setdefault(integration.name, []).append(message)
@@ -266,7 +271,6 @@ class IngestPipeline:
     async def _send_sync(self, account_id: int, device_id: int) -> None:
         """The device-id sync is an ordinary command in the ledger (auth level 1, no retries:
         the sync's own backoff decides when to send the next one)."""
-        now = self.clock()
         try:
             await self.commands.send(
                 account_id=account_id,
@@ -280,6 +284,3 @@ class IngestPipeline:
             )
         except (DeviceNotFound, CommandRejected) as exc:
             log.warning("device-id sync for device %d not sent: %s", device_id, exc)
-        values = self.handler.sync_sent(account_id, device_id, now)
-        async with self.engine.begin() as conn:
-            await panel_store.write_status(conn, {device_id: values})

@@ -69,7 +69,16 @@ class Stack:
         )
 
 
-async def start_stack(db_url: str, host: str, port: int, base: str, **overrides: object) -> Stack:
+async def start_stack(
+    db_url: str,
+    host: str,
+    port: int,
+    base: str,
+    *,
+    existing_account: int | None = None,
+    **overrides: object,
+) -> Stack:
+    """A running Fleet ingest; `existing_account` joins a database another stack set up."""
     client_id = f"fleet-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         database_url=db_url,
@@ -83,9 +92,12 @@ async def start_stack(db_url: str, host: str, port: int, base: str, **overrides:
     )
     runtime = FleetRuntime(settings)
     async with runtime.engine.begin() as conn:
-        account_id = await accounts.create_account(conn, f"acct-{base}")
+        if existing_account is None:
+            account_id = await accounts.create_account(conn, f"acct-{base}")
+            await accounts.add_namespace(conn, account_id, "alarm_panel", base)
+        else:
+            account_id = existing_account
         api_key = await accounts.issue_key(conn, account_id)
-        await accounts.add_namespace(conn, account_id, "alarm_panel", base)
     await runtime.start(migrate=False)
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{client_id}-pub")
     publisher.connect(host, port)

@@ -107,7 +107,7 @@ class AlarmPanelHandler:
                 self._go_offline(batch, state, now, reason="silence")
         for state in self.states.values():
             if state.is_online and not state.device_synced and self._sync_due(state, now):
-                batch.outcome.sync_requests.append((state.account_id, state.device_id))
+                self._book_sync(batch, state, now)
         await self._flush(conn, batch)
         return batch.outcome
 
@@ -365,28 +365,24 @@ class AlarmPanelHandler:
             state.device_synced = False
             batch.set_status(state.device_id, {"device_synced": False})
         if self._sync_due(state, now):
-            batch.outcome.sync_requests.append((state.account_id, state.device_id))
+            self._book_sync(batch, state, now)
 
-    def sync_sent(self, account_id: int, device_id: int, now: datetime) -> dict[str, Any]:
-        """Book a sync attempt; returns the device_status values to write."""
-        state = next(
-            (
-                s
-                for s in self.states.values()
-                if s.device_id == device_id and s.account_id == account_id
-            ),
-            None,
+    def _book_sync(self, batch: _Batch, state: PanelState, now: datetime) -> None:
+        """Record a sync attempt in this batch's transaction (so a batch with many messages
+        from one unsynced panel asks once); the pipeline sends it after the commit."""
+        state.sync_attempts += 1
+        state.last_sync_attempt = now
+        batch.set_status(
+            state.device_id,
+            {"sync_attempts": state.sync_attempts, "last_sync_attempt": now},
         )
-        attempts = 1 if state is None else state.sync_attempts + 1
-        if state is not None:
-            state.sync_attempts, state.last_sync_attempt = attempts, now
-        if attempts > SYNC_ALERT_AFTER:
+        batch.outcome.sync_requests.append((state.account_id, state.device_id))
+        if state.sync_attempts > SYNC_ALERT_AFTER:
             log.error(
                 "ALARM: device %d still reports a wrong device id after %d sync attempts",
-                device_id,
-                attempts - 1,
+                state.device_id,
+                state.sync_attempts - 1,
             )
-        return {"sync_attempts": attempts, "last_sync_attempt": now, "device_synced": False}
 
     async def _flush(self, conn: AsyncConnection, batch: _Batch) -> None:
         await store.write_status(conn, batch.status)

@@ -21,6 +21,7 @@ class AlarmPanelTransport:
     publisher: Publisher
     hmac_key: bytes
     kind: str = KIND
+    command_types: tuple[str, ...] = COMMAND_TYPES
 
     def _encode(self, command: OutboundCommand) -> bytes:
         if command.command_type not in COMMAND_TYPES:

@@ -1,0 +1,120 @@
+"""One worker or two splitting the devices (FLEET_INGEST_PARTITION) end with the same state."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from fleet.sim.alarm_panel import SimulatedPanel
+from fleet.store.tables import alarm_events, device_status, devices, heartbeats
+from tests.ingest.harness import KEY, Stack, start_stack, stop_stack
+
+pytestmark = [pytest.mark.broker]
+
+PANELS = 12
+ROUNDS = 15
+# Server-side times, ids and sync bookkeeping depend on timing, not on the messages.
+TIMING_COLUMNS = {
+    "device_id",
+    "last_seen",
+    "updated_at",
+    "last_sync_attempt",
+    "sync_attempts",
+    "command_sequence",
+    "device_synced",
+}
+
+
+def recorded_sequence() -> list[tuple[str, bytes]]:
+    """A fixed message sequence: logins, heartbeats with random walks, alarms raised/cleared."""
+    rng = random.Random(2026)
+    panels = [
+        SimulatedPanel(base="BASE", key=KEY, rng=random.Random(rng.getrandbits(32)))
+        for _ in range(PANELS)
+    ]
+    now = 1_764_000_000.0
+    messages = [panel.login(now) for panel in panels]
+    for step in range(ROUNDS):
+        for i, panel in enumerate(panels):
+            now += 1
+            messages.append(panel.heartbeat(now))
+            if (i + step) % 7 == 0:
+                messages.append(panel.alarm(now, "PANIC1", active=step % 2 == 0))
+    return messages
+
+
+async def replay(stacks: list[Stack], messages: list[tuple[str, bytes]]) -> None:
+    base = stacks[0].base
+    for topic, payload in messages:
+        stacks[0].raw(topic.replace("BASE", base, 1), payload)
+    deadline = time.monotonic() + 30
+    while sum(sum(s.runtime.pipeline.stats.accepted.values()) for s in stacks) < len(messages):
+        assert time.monotonic() < deadline, [s.runtime.pipeline.stats for s in stacks]
+        await __import__("asyncio").sleep(0.05)
+
+
+async def snapshot(stack: Stack) -> dict[str, Any]:
+    async with stack.runtime.engine.connect() as conn:
+        macs = {r.id: r.mac_address for r in await conn.execute(sa.select(devices))}
+        status = {
+            macs[r.device_id]: {k: v for k, v in r._mapping.items() if k not in TIMING_COLUMNS}
+            for r in await conn.execute(sa.select(device_status))
+        }
+        history: dict[str, list[tuple[Any, ...]]] = {}
+        for r in await conn.execute(sa.select(heartbeats).order_by(heartbeats.c.id)):
+            history.setdefault(macs[r.device_id], []).append(
+                (
+                    r.temperature,
+                    r.humidity,
+                    r.fan_pwm_duty,
+                    r.panic1,
+                    r.panic2,
+                    r.box_sw,
+                    r.change_type,
+                    r.change_kinds,
+                )
+            )
+        alarms: dict[str, list[tuple[Any, ...]]] = {}
+        for r in await conn.execute(sa.select(alarm_events).order_by(alarm_events.c.id)):
+            alarms.setdefault(macs[r.device_id], []).append(
+                (r.alarm_type, r.event_state, r.priority, r.resolved_at is None)
+            )
+    return {"status": status, "history": history, "alarms": alarms}
+
+
+@pytest.mark.postgres
+async def test_two_workers_store_what_one_worker_stores(
+    pg_url: str, sqlite_url: str, mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    host, port = mqtt_server
+    messages = recorded_sequence()
+
+    single = await start_stack(sqlite_url, host, port, topic_base + "a")
+    try:
+        await replay([single], messages)
+        expected = await snapshot(single)
+    finally:
+        await stop_stack(single)
+
+    first = await start_stack(pg_url, host, port, topic_base + "b", ingest_partition="0/2")
+    second = await start_stack(
+        pg_url,
+        host,
+        port,
+        topic_base + "b",
+        existing_account=first.account_id,
+        ingest_partition="1/2",
+    )
+    try:
+        await replay([first, second], messages)
+        assert all(sum(s.runtime.pipeline.stats.accepted.values()) > 0 for s in (first, second))
+        actual = await snapshot(first)
+    finally:
+        await stop_stack(second)
+        await stop_stack(first)
+    assert len(expected["status"]) == PANELS
+    assert actual == expected
