@@ -60,9 +60,9 @@ class IngestStats:
     batches: int = 0
     _log_budget: LogBudget = field(default_factory=lambda: LogBudget())
 
-    def accept(self, integration: str, kind: str) -> None:
-        self.accepted[kind] += 1
-        ACCEPTED.labels(integration, kind).inc()
+    def accept(self, integration: str, kind: str, count: int = 1) -> None:
+        self.accepted[kind] += count
+        ACCEPTED.labels(integration, kind).inc(count)
 
     def reject(self, integration: str, rejection: Rejection) -> None:
         self.rejected[rejection.reason] += 1

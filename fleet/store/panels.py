@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleet.core.cdc import Snapshot, StoredRow
 from fleet.integrations.alarm_panel.state import PanelState
+from fleet.store import bulk
 from fleet.store.tables import alarm_events, device_status, devices, heartbeats
 
 KIND = "alarm_panel"
@@ -102,24 +102,17 @@ async def update_device(conn: AsyncConnection, device_id: int, values: dict[str,
     await conn.execute(sa.update(devices).where(devices.c.id == device_id).values(**values))
 
 
+HEARTBEAT_COLUMNS = ("time", "device_id", *SNAPSHOT_FIELDS, "change_type", "change_kinds")
+
+
 async def write_status(conn: AsyncConnection, updates: dict[int, dict[str, Any]]) -> None:
-    """One UPDATE per distinct set of columns, each run as one executemany."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for device_id, values in updates.items():
-        columns = tuple(sorted(values))
-        groups[columns].append({"b_device_id": device_id, **values})
-    for columns, params in groups.items():
-        statement = (
-            sa.update(device_status)
-            .where(device_status.c.device_id == sa.bindparam("b_device_id"))
-            .values({column: sa.bindparam(column) for column in columns})
-        )
-        await conn.execute(statement, params)
+    """The batch's device_status changes: one statement per distinct set of columns."""
+    await bulk.update_rows(conn, device_status, "device_id", updates)
 
 
-async def insert_heartbeats(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(sa.insert(heartbeats), list(rows))
+async def insert_heartbeats(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """History rows as tuples in HEARTBEAT_COLUMNS order."""
+    await bulk.insert_rows(conn, heartbeats, HEARTBEAT_COLUMNS, rows)
 
 
 async def open_alarm(

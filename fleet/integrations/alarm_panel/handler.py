@@ -54,7 +54,7 @@ class _Batch:
     """The writes one batch accumulates before it flushes them."""
 
     status: dict[int, dict[str, Any]] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)  # panels.HEARTBEAT_COLUMNS
     outcome: BatchOutcome = field(default_factory=BatchOutcome)
 
     def set_status(self, device_id: int, values: dict[str, Any]) -> None:
@@ -326,13 +326,13 @@ class AlarmPanelHandler:
             return
         state.last_row = StoredRow(now, snapshot)
         batch.history.append(
-            {
-                "time": now,
-                "device_id": state.device_id,
-                **{name: getattr(snapshot, name) for name in store.SNAPSHOT_FIELDS},
-                "change_type": decision.change_type,
-                "change_kinds": ",".join(decision.kinds),
-            }
+            (
+                now,
+                state.device_id,
+                *(getattr(snapshot, name) for name in store.SNAPSHOT_FIELDS),
+                decision.change_type,
+                ",".join(decision.kinds),
+            )
         )
 
     def _go_offline(self, batch: _Batch, state: PanelState, now: datetime, *, reason: str) -> None:

@@ -5,6 +5,8 @@ No database and no state: a message either becomes a `PanelMessage` or a `Reject
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 from fleet.ingest.mqtt_link import InboundMessage
@@ -25,11 +27,13 @@ class PanelMessage:
     report: Report
 
 
+@functools.cache
+def _text_fields(report_type: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(report_type) if f.type in (str, "str"))
+
+
 def _has_nul(report: Report) -> bool:
-    return any(
-        isinstance(value, str) and "\x00" in value
-        for value in (getattr(report, name) for name in report.__slots__)
-    )
+    return any("\x00" in getattr(report, name) for name in _text_fields(type(report)))
 
 
 def prepare(

@@ -1,0 +1,137 @@
+"""Batched writes for the ingest's hot path, one statement per batch whatever its size.
+
+SQLAlchemy's executemany compiles and binds every row in Python; at tens of thousands of rows a
+second that is most of the cost. Here PostgreSQL gets one `unnest` of column arrays (one round trip,
+the rows expanded by the server) and SQLite the driver's own executemany (its loop is in C).
+Values are the same Python values SQLAlchemy would take; this module converts what it must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fleet.store.types import UTCDateTime
+
+# SQLAlchemy's own storage format for SQLite DATETIME, so that either writer's rows read back alike.
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz"
+    if isinstance(kind, sa.Enum):
+        return "text"  # cast to the enum after unnest (asyncpg would introspect enum arrays)
+    for sa_type, pg in (
+        (sa.Boolean, "bool"),
+        (sa.SmallInteger, "int2"),
+        (sa.BigInteger, "int8"),
+        (sa.Integer, "int4"),
+        (sa.Float, "float8"),
+        (sa.Numeric, "numeric"),
+        (sa.String, "text"),
+        (sa.Text, "text"),
+    ):
+        if isinstance(kind, sa_type):
+            return pg
+    raise TypeError(f"no bulk mapping for column {column.name} of type {kind!r}")
+
+
+def _select_item(column: sa.Column[Any], source: str = "") -> str:
+    """The column as read from the unnest (`source` qualifies it), cast back to its enum."""
+    item = f'{source}"{column.name}"'
+    if isinstance(column.type, sa.Enum):
+        return f"{item}::{column.type.name}"
+    return item
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime(_SQLITE_DATETIME)
+    return value
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """INSERT rows given as tuples in `columns` order."""
+    rows = list(rows)
+    if not rows:
+        return
+    cols = [table.c[name] for name in columns]
+    names = ", ".join(f'"{name}"' for name in columns)
+    if conn.dialect.name == "postgresql":
+        arrays = [list(values) for values in zip(*rows, strict=True)]
+        unnest = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(cols, start=1))
+        select = ", ".join(_select_item(c) for c in cols)
+        await conn.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) '
+            f"SELECT {select} FROM unnest({unnest}) AS v({names})",
+            tuple(arrays),
+        )
+    else:
+        marks = ", ".join("?" for _ in cols)
+        await conn.exec_driver_sql(
+            f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
+            [tuple(_sqlite_value(v) for v in row) for row in rows],
+        )
+
+
+async def update_rows(
+    conn: AsyncConnection,
+    table: sa.Table,
+    key: str,
+    rows: Mapping[Any, Mapping[str, Any]],
+    *,
+    touch: str | None = "updated_at",
+) -> None:
+    """UPDATE each row by its key; rows with the same set of columns share one statement.
+    `touch` names a column set to the current time (the seed's 'auto-trigger' updated_at)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, Mapping[str, Any]]]] = {}
+    for key_value, values in rows.items():
+        groups.setdefault(tuple(sorted(values)), []).append((key_value, values))
+    for columns, members in groups.items():
+        if conn.dialect.name == "postgresql":
+            await _update_pg(conn, table, key, columns, members, touch)
+        else:
+            sets = ", ".join(f'"{c}" = ?' for c in columns)
+            if touch:
+                sets += f', "{touch}" = CURRENT_TIMESTAMP'
+            await conn.exec_driver_sql(
+                f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?',
+                [
+                    (*(_sqlite_value(values[c]) for c in columns), key_value)
+                    for key_value, values in members
+                ],
+            )
+
+
+async def _update_pg(
+    conn: AsyncConnection,
+    table: sa.Table,
+    key: str,
+    columns: tuple[str, ...],
+    members: list[tuple[Any, Mapping[str, Any]]],
+    touch: str | None,
+) -> None:
+    names = (key, *columns)
+    cols = [table.c[name] for name in names]
+    arrays = [[k for k, _ in members]] + [[values[c] for _, values in members] for c in columns]
+    unnest = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(cols, start=1))
+    sets = ", ".join(
+        f'"{c}" = {_select_item(table.c[c]).replace(chr(34) + c, "v." + chr(34) + c)}'
+        for c in columns
+    )
+    if touch:
+        sets += f', "{touch}" = now()'
+    alias = ", ".join(f'"{n}"' for n in names)
+    await conn.exec_driver_sql(
+        f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({unnest}) AS v({alias}) '
+        f'WHERE t."{key}" = v."{key}"',
+        tuple(arrays),
+    )
