@@ -23,12 +23,13 @@ from fleet.sim.alarm_panel import SimulatedPanel
 from fleet.store import accounts
 from fleet.store.engine import create_engine
 from fleet.store.tables import heartbeats
+from tests.ingest.conftest import PrivateBroker
 from tests.ingest.harness import KEY, discard_session
 
 pytestmark = pytest.mark.broker
 
-PANELS = 20
-ROUNDS = 40
+PANELS = 40
+ROUNDS = 60
 
 
 def messages(base: str) -> list[tuple[str, bytes]]:
@@ -48,12 +49,14 @@ def messages(base: str) -> list[tuple[str, bytes]]:
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "fleet", "ingest"],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # FLEET_TEST_WORKER_LOG=path keeps the worker's log when this test needs debugging.
+    with open(os.environ.get("FLEET_TEST_WORKER_LOG", os.devnull), "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fleet", "ingest"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 async def count_rows(engine: sa.ext.asyncio.AsyncEngine) -> int:
@@ -73,9 +76,11 @@ async def wait_rows(engine, at_least: int, timeout: float) -> int:  # type: igno
 
 
 async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
-    db_url: str, mqtt_server: tuple[str, int], topic_base: str
+    db_url: str, private_broker: PrivateBroker, topic_base: str
 ) -> None:
-    host, port = mqtt_server
+    """On a broker of the test's own without a queue limit: Mosquitto's default drops what is
+    queued past 1,000 messages for a disconnected session, which would be the broker's loss."""
+    host, port = "127.0.0.1", private_broker.port
     engine = create_engine(db_url)
     async with engine.begin() as conn:
         account = await accounts.create_account(conn, "killed")
@@ -96,11 +101,17 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     publisher.loop_start()
     try:
         batch = messages(topic_base)
-        # The worker's session must exist before publishing: wait for its first row.
-        infos = [publisher.publish(*batch[0], qos=1)]
-        assert await wait_rows(engine, 1, 20) >= 1, "the worker did not start"
+        # The worker's session must exist before the run: repeat the first login until it is
+        # stored (a copy that arrives twice is dropped as a replay).
+        infos = []
+        for _ in range(30):
+            infos.append(publisher.publish(*batch[0], qos=1))
+            if await wait_rows(engine, 1, 1.0) >= 1:
+                break
+        else:
+            raise AssertionError("the worker did not start")
         infos += [publisher.publish(topic, payload, qos=1) for topic, payload in batch[1:]]
-        stored_before_kill = await wait_rows(engine, len(batch) // 3, 30)
+        stored_before_kill = await wait_rows(engine, len(batch) // 10, 30)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         assert stored_before_kill < len(batch), "killed too late to prove anything"
