@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from fleet.config import Settings, split_host_port
+from fleet.ingest.mqtt_link import BrokerAddress
 
 app = typer.Typer(help="Fleet: the backend for fleets of IoT devices.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -201,6 +202,17 @@ def simulate(
     hb_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 60.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for repeatable fleets.")] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Load-test mode: publish this many messages/s (0 = as fast as possible) "
+            "instead of the panels' own timing."
+        ),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Load-test mode: stop after this many messages.")
+    ] = None,
+    qos: Annotated[int, typer.Option(help="QoS of the load-test messages.")] = 0,
 ) -> None:
     """Simulate ESP32 alarm panels against any broker (keyed with FLEET_ALARM_HMAC_KEY)."""
     from fleet.ingest.mqtt_link import parse_mqtt_url
@@ -208,6 +220,9 @@ def simulate(
 
     settings = _settings()
     address = parse_mqtt_url(broker)
+    if rate is not None or count is not None:
+        _load_test(settings, address, panels, base, rate or 0.0, count, duration, qos, seed)
+        return
     fleet = PanelFleet(
         host=address.host,
         port=address.port,
@@ -227,6 +242,49 @@ def simulate(
     console.print(
         f"published: {dict(stats.published)}; commands answered: {stats.commands_answered}"
     )
+
+
+def _load_test(
+    settings: Settings,
+    address: BrokerAddress,
+    panels: int,
+    base: str | None,
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    qos: int,
+    seed: int | None,
+) -> None:
+    from rich.live import Live
+
+    from fleet.sim.flood import FloodProgress, flood, panel_messages
+
+    if count is None and duration is None:
+        console.print("load-test mode runs until Ctrl+C; use --count or --duration to bound it")
+    target = f"{rate:g}/s" if rate else "as fast as possible"
+    console.print(f"{panels} panels → {address.host}:{address.port}, {target}, QoS {qos}")
+    with Live(console=console, refresh_per_second=4) as live:
+
+        def show(progress: FloodProgress) -> None:
+            live.update(
+                f"sent {progress.sent:,}  rate {progress.rate:,.0f}/s  errors {progress.errors:,}"
+            )
+
+        with contextlib.suppress(KeyboardInterrupt):
+            flood(
+                address.host,
+                address.port,
+                panel_messages(
+                    base or settings.alarm_topic_base, settings.hmac_key, panels, seed or 0
+                ),
+                total=count,
+                rate=rate,
+                qos=qos,
+                duration=duration,
+                on_progress=show,
+                username=address.username,
+                password=address.password,
+            )
 
 
 def main() -> None:

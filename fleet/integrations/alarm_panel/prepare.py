@@ -6,7 +6,6 @@ No database and no state: a message either becomes a `PanelMessage` or a `Reject
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 
 from fleet.ingest.mqtt_link import InboundMessage
@@ -27,9 +26,15 @@ class PanelMessage:
     report: Report
 
 
-@functools.cache
+_TEXT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def _text_fields(report_type: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(report_type) if f.type in (str, "str"))
+    fields = _TEXT_FIELDS.get(report_type)
+    if fields is None:
+        fields = tuple(f.name for f in dataclasses.fields(report_type) if f.type in (str, "str"))
+        _TEXT_FIELDS[report_type] = fields
+    return fields
 
 
 def _has_nul(report: Report) -> bool:
