@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 IDLE_FLUSH_SECONDS = 0.002
 LATENCY_SAMPLES = 50
+URGENT_SUFFIXES = ("/alarm",)
 SWEEP_INTERVAL_SECONDS = 1.0
 # A failed transaction (database restarting) is retried after 0.5 s, doubling to 10 s.
 RETRY_MIN_SECONDS = 0.5
@@ -116,7 +117,12 @@ class IngestPipeline:
         if not batch:
             return batch
         deadline = time.monotonic() + self.batch_wait
-        while len(batch) < self.batch_max and time.monotonic() < deadline:
+        # An alarm does not wait for its batch to fill: operators see it as soon as it commits.
+        while (
+            len(batch) < self.batch_max
+            and time.monotonic() < deadline
+            and not any(m.topic.endswith(URGENT_SUFFIXES) for m in batch)
+        ):
             await asyncio.sleep(IDLE_FLUSH_SECONDS)
             more = self.link.drain(self.batch_max - len(batch))
             if not more:
