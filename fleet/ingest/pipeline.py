@@ -55,6 +55,10 @@ Clock = Callable[[], datetime]
 EventSink = Callable[[list[Event]], Any]
 
 
+def _has_urgent(messages: list[InboundMessage]) -> bool:
+    return any(m.topic.endswith(URGENT_SUFFIXES) for m in messages)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -118,16 +122,14 @@ class IngestPipeline:
             return batch
         deadline = time.monotonic() + self.batch_wait
         # An alarm does not wait for its batch to fill: operators see it as soon as it commits.
-        while (
-            len(batch) < self.batch_max
-            and time.monotonic() < deadline
-            and not any(m.topic.endswith(URGENT_SUFFIXES) for m in batch)
-        ):
+        urgent = _has_urgent(batch)
+        while not urgent and len(batch) < self.batch_max and time.monotonic() < deadline:
             await asyncio.sleep(IDLE_FLUSH_SECONDS)
             more = self.link.drain(self.batch_max - len(batch))
             if not more:
                 break
             batch.extend(more)
+            urgent = _has_urgent(more)
         return batch
 
     async def process(self, batch: list[InboundMessage]) -> None:
