@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test lint format proto bench clean
+.PHONY: install web demo serve test lint format proto bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,13 +14,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The dashboard's browser code (web/ → fleet/web/static/dist/, not in git): `npm ci` again when
+# package-lock.json changed, esbuild when a source did. Without npm the dashboard says how to build.
+WEB_BUNDLE := fleet/web/static/dist/app.js
+NODE_STAMP := node_modules/.package-lock.json
+
+$(NODE_STAMP): package-lock.json package.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund; \
+	else echo "npm not found: install Node.js 18+ to build the dashboard's scripts"; fi
+
+$(WEB_BUNDLE): $(NODE_STAMP) web/build.mjs $(wildcard web/src/*)
+	@if command -v npm >/dev/null; then npm run build; fi
+
+web: $(WEB_BUNDLE)
+
+demo: $(STAMP) $(WEB_BUNDLE)
 	$(BIN)/fleet demo
 
-serve: $(STAMP)
+serve: $(STAMP) $(WEB_BUNDLE)
 	$(BIN)/fleet serve
 
-test: $(STAMP)
+test: $(STAMP) $(WEB_BUNDLE)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

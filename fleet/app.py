@@ -11,11 +11,20 @@ from fleet.api.app import build_api
 from fleet.api.context import ApiContext
 from fleet.config import Settings
 from fleet.runtime import FleetRuntime
+from fleet.web.site import mount_web
 
 
 def create_app(settings: Settings, *, ingest: bool = True, migrate: bool = True) -> FastAPI:
     runtime = FleetRuntime(settings, ingest=ingest)
-    app = build_api(ApiContext(settings=settings, engine=runtime.engine, commands=runtime.commands))
+    app = build_api(
+        ApiContext(
+            settings=settings,
+            engine=runtime.engine,
+            commands=runtime.commands,
+            event_hub=runtime.event_hub,
+        )
+    )
+    mount_web(app)  # the dashboard (fleet/web/)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -27,4 +36,5 @@ def create_app(settings: Settings, *, ingest: bool = True, migrate: bool = True)
 
     app.router.lifespan_context = lifespan
     app.state.runtime = runtime
+    app.state.liveness = runtime.liveness  # the API and the timer jobs share it
     return app

@@ -144,7 +144,15 @@ def serve(
 
     settings = _settings()
     host, port = split_host_port(settings.http_listen)
-    uvicorn.run(create_app(settings, ingest=not no_ingest), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(settings, ingest=not no_ingest),
+        host=host,
+        port=port,
+        log_level="info",
+        # Open event streams (a dashboard tab) never end by themselves: without a bound, Ctrl+C
+        # would wait for every browser to close.
+        timeout_graceful_shutdown=3,
+    )
 
 
 @app.command()

@@ -66,6 +66,28 @@ class Settings(BaseSettings):
     command_timeout_seconds: float = Field(
         default=60, gt=0, description="A SENT command with no response after this is TIMEOUT."
     )
+    # Commands and bulk tasks (issue 3).
+    command_max_retries: int = Field(
+        default=2, ge=0, le=20, description="Default retries of a command that got no answer."
+    )
+    hes_topic_prefix: str = Field(
+        default="hes",
+        pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$",
+        description="Topic prefix of the meter head-end: commands go to "
+        "{prefix}/{deviceId}/command, answers come on {prefix}/{deviceId}/response.",
+    )
+    hes_share_group: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="When set, head-end answers are taken through the shared subscription "
+        "$share/{group}/…, so several Fleet processes split them.",
+    )
+    task_dispatch_rate: float = Field(
+        default=100, gt=0, description="Default dispatch rate of a bulk task (devices/second)."
+    )
+    task_dispatch_batch: int = Field(
+        default=500, ge=1, le=5000, description="Most task devices dispatched per transaction."
+    )
     ingest_partition: str = Field(
         default="",
         description="'k/N': this process ingests only its share of the devices (by a hash of the "
@@ -80,7 +102,36 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         default=4096, ge=64, description="Larger MQTT payloads are rejected (counted) unread."
     )
+    liveness_intervals: dict[str, float] = Field(
+        default_factory=lambda: {"firmware_device": 300.0, "lorawan": 3600.0},
+        description="JSON object: the expected report interval in seconds per device kind; a "
+        "device silent for its interval + 5 s goes Offline. Alarm panels use "
+        "FLEET_OFFLINE_AFTER_SECONDS; reporters send their own period.",
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    # The event stream (issue 5: fleet/events).
+    events_retention_hours: float = Field(
+        default=72,
+        gt=0,
+        description="Events are kept this long; a client resuming from an older cursor is "
+        "told to reload (`reset`).",
+    )
+    events_client_buffer: int = Field(
+        default=1000,
+        ge=10,
+        le=100_000,
+        description="Events queued for one live client; a client that falls further behind is "
+        "disconnected and told the cursor to resume from.",
+    )
+
+    @field_validator("liveness_intervals")
+    @classmethod
+    def _positive_intervals(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(kind for kind, seconds in value.items() if not 0 < seconds <= 7 * 86400)
+        if bad:
+            raise ValueError(f"intervals must be > 0 and at most 7 days (seconds): {bad}")
+        return value
+
     web_session_hours: float = Field(
         default=12, gt=0, description="A dashboard sign-in lasts this long, then asks again."
     )

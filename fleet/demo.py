@@ -60,7 +60,14 @@ async def run_demo(
     key = await _demo_key(settings)
     app = create_app(settings)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=http_host, port=http_port, log_level="warning")
+        # A bounded shutdown: an open dashboard's event stream would otherwise hold Ctrl+C.
+        uvicorn.Config(
+            app,
+            host=http_host,
+            port=http_port,
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:

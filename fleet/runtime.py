@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from fleet.config import DEMO_HMAC_KEY_HEX, Settings, split_host_port
 from fleet.core.events import Event
+from fleet.events.hub import EventHub
 from fleet.ingest.embedded_broker import EmbeddedBroker
 from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import BrokerAddress, MqttLink, parse_mqtt_url
@@ -22,9 +23,11 @@ from fleet.ingest.pipeline import IngestPipeline
 from fleet.integrations.alarm_panel.handler import AlarmPanelHandler
 from fleet.integrations.alarm_panel.transport import KIND as ALARM_PANEL
 from fleet.integrations.alarm_panel.transport import AlarmPanelTransport
+from fleet.jobs.dispatcher import install as install_tasks
 from fleet.jobs.retention import RetentionPolicy, apply_retention
 from fleet.jobs.scheduler import Job, run_jobs
 from fleet.services.commands import CommandService
+from fleet.services.liveness import LivenessService, intervals_from
 from fleet.store.engine import create_engine
 from fleet.store.migrate import upgrade
 
@@ -63,7 +66,12 @@ class FleetRuntime:
             {ALARM_PANEL: AlarmPanelTransport(self.link, settings.hmac_key)},
             timeout_seconds=settings.command_timeout_seconds,
         )
-        self.events: list[Event] = []  # the event stream will replace this in-memory tail
+        # The event stream (fleet/events): producers call `event_hub.notify()` after committing.
+        self.event_hub = EventHub(
+            self.engine,
+            retention_hours=settings.events_retention_hours,
+            client_buffer=settings.events_client_buffer,
+        )
         self.pipeline = IngestPipeline(
             self.engine,
             self.link,
@@ -85,7 +93,20 @@ class FleetRuntime:
         self.jobs: list[Job] = [
             Job("commands", 1.0, self.commands.run_due),
             Job("retention", 3600.0, self._retention),
+            Job("events-retention", 600.0, self.event_hub.prune),
         ]
+        # Liveness (issue 4): timers in the database, fired each tick; alarm panels' online and
+        # offline followed from the event log, and reconciled with device_status now and then.
+        self.liveness = LivenessService(
+            self.engine, intervals=intervals_from(settings), event_sink=self._remember_events
+        )
+        self.jobs += [
+            Job("liveness-timers", 0.25, self.liveness.fire_due),
+            Job("liveness-follow", 0.5, self.liveness.follow_events),
+            Job("liveness-reconcile", 60.0, self.liveness.reconcile),
+        ]
+        # Commands and bulk tasks (issue 3): the meter head-end, and the task dispatcher job.
+        self.dispatcher = install_tasks(self)
 
     def add_integration(self, integration: Integration) -> None:
         """Another device family on the ingest: its topics are subscribed and routed to it."""
@@ -95,8 +116,8 @@ class FleetRuntime:
             self.link.subscriptions.extend((topic, qos) for topic in integration.subscriptions())
 
     def _remember_events(self, events: list[Event]) -> None:
-        self.events.extend(events)
-        del self.events[:-1000]
+        # Committed to the event log: the hub reads them from there, here and in other processes.
+        self.event_hub.notify()
 
     async def start(self, *, migrate: bool = True) -> None:
         if self.settings.alarm_hmac_key == DEMO_HMAC_KEY_HEX and self.embedded is None:
@@ -109,6 +130,7 @@ class FleetRuntime:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.start)
             log.info("embedded MQTT broker on %s:%d", self.broker.host, self.broker.port)
+        await self.event_hub.start()
         self.link.start()
         if self.ingest_enabled:
             self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
@@ -128,4 +150,5 @@ class FleetRuntime:
         self.link.stop()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.close)
+        await self.event_hub.stop()
         await self.engine.dispose()

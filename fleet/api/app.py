@@ -16,7 +16,20 @@ from starlette.types import Lifespan
 from fleet.api.context import ApiContext
 from fleet.api.deps import get_principal
 from fleet.api.errors import EXCEPTION_HANDLERS, MAX_BODY_BYTES, BodySizeLimit
-from fleet.api.routes import alarms, commands, devices, health
+from fleet.api.routes import (
+    alarms,
+    commands,
+    connections,
+    devices,
+    events,
+    health,
+    legacy_ui,
+    liveness,
+    registry,
+    reporters,
+    stats,
+    tasks,
+)
 from fleet.api.schemas import ErrorOut
 
 API_PREFIX = "/api/v1"
@@ -78,6 +91,15 @@ def build_api(ctx: ApiContext, *, lifespan: Lifespan[FastAPI] | None = None) -> 
     api.include_router(devices.router)
     api.include_router(alarms.router)
     api.include_router(commands.router)
+    api.include_router(liveness.router)
+    api.include_router(connections.router)
+    api.include_router(events.router)  # GET /events (SSE or JSON) and /events/ws (WebSocket)
+    api.include_router(registry.router)  # POST /devices (meters), PUT /devices/{id}/tags
+    api.include_router(tasks.router)  # /tasks…, POST /commands/{id}/cancel
+    api.include_router(stats.router)  # GET /stats/commands
+    # First: the routes are matched in order, and reports are by far the most frequent request.
+    app.include_router(reporters.router)  # /report/…: ingest tokens, not API keys
     app.include_router(health.router)
     app.include_router(api)
+    app.include_router(legacy_ui.router, responses=API_RESPONSES)  # seed 000's UI paths
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.config import Settings
+from fleet.events.hub import EventHub
 from fleet.services.commands import CommandService
 
 
@@ -15,3 +16,5 @@ class ApiContext:
     settings: Settings
     engine: AsyncEngine
     commands: CommandService
+    # The event stream (fleet/events): routes that commit events call `event_hub.notify()`.
+    event_hub: EventHub | None = None

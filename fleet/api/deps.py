@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import HTTPConnection
 
 from fleet.api.context import ApiContext
 from fleet.api.errors import InvalidInput
 from fleet.api.schemas import InputTime
 from fleet.store.accounts import Principal, resolve_key
+from fleet.web.auth import session_principal
 
 # Ids are INTEGER columns: a larger number cannot exist, and asyncpg would refuse to bind it.
 MAX_ID = 2**31 - 1
@@ -22,7 +24,9 @@ MAX_ID = 2**31 - 1
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`.")
 
 
-def get_context(request: Request) -> ApiContext:
+# HTTPConnection, not Request, here and in the auth dependencies: the same dependencies then
+# authenticate a WebSocket handshake too (GET /api/v1/events/ws), key or session cookie alike.
+def get_context(request: HTTPConnection) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 
@@ -48,8 +52,13 @@ def _unauthorized(detail: str) -> HTTPException:
 async def get_principal(
     ctx: ContextDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: HTTPConnection,
 ) -> Principal:
     if credentials is None:
+        # The dashboard's session cookie (fleet/web/auth.py), with its CSRF rules.
+        session = await session_principal(ctx.engine, request)
+        if session is not None:
+            return session
         raise _unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
     # Its own short connection: resolving the key must not keep one open for the whole request.
     async with ctx.engine.connect() as conn:

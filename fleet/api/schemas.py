@@ -15,7 +15,7 @@ ChangeType = Literal[
 ]
 AlarmType = Literal[
     "UNKNOWN", "PANIC1", "PANIC2", "TAMPER", "FIRE", "INTRUSION", "MEDICAL", "DURESS",
-    "OUTPUT_EVENT",
+    "OUTPUT_EVENT", "OFFLINE",
 ]  # fmt: skip
 EventState = Literal["INACTIVE", "ACTIVE", "TEST", "STARTING", "STOPPING"]
 Priority = Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"]

@@ -10,5 +10,5 @@ from typing import Any
 class Event:
     account_id: int
     type: str  # alarm.raised, alarm.cleared, device.registered, device.online, device.offline, …
-    device_id: int
+    device_id: int | None  # None for events about no single device (task.updated, …)
     data: dict[str, Any]

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_SECONDS = 1
 RECONNECT_MAX_SECONDS = 30
 KEEPALIVE_SECONDS = 30
+# paho drops publishes it queued but has not written yet when it disconnects: stop() first waits
+# this long at most for the last one (commands sent just before a restart must not vanish).
+STOP_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self.generation = 0
+        self._last_publish: mqtt.MQTTMessageInfo | None = None
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -156,6 +160,11 @@ class MqttLink:
             )
 
     def stop(self) -> None:
+        last = self._last_publish
+        if last is not None and self.connected:
+            # Written in order: once the last one is through, every earlier one is too.
+            with contextlib.suppress(RuntimeError, ValueError):
+                last.wait_for_publish(STOP_FLUSH_SECONDS)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -194,6 +203,8 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         info = self._client.publish(topic, payload, qos)
+        if qos:
+            self._last_publish = info
         if info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0:
             raise ConnectionError("not connected to the MQTT broker")
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):

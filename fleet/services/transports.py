@@ -16,6 +16,7 @@ class OutboundCommand:
     auth_level: int
     command_type: str
     payload: dict[str, Any]
+    task_id: str | None = None  # the bulk task this command belongs to, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,8 @@ class Publisher(Protocol):
 
 class Transport(Protocol):
     kind: str
+    # The command types this transport can carry (what a bulk task may ask of its devices).
+    command_types: tuple[str, ...]
 
     def validate(self, command_type: str, payload: dict[str, Any]) -> None:
         """Raise CommandRejected with a clear message when the command cannot be encoded."""

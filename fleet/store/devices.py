@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleet.store.liveness_views import liveness_state, state_condition
 from fleet.store.tables import device_status, devices
 
 # Fleet's own bookkeeping in device_status: how it talks to the device, not what the device is.
@@ -57,7 +58,9 @@ async def list_devices(
     if online is not None:
         # A device that never reported has no status row: it counts as offline.
         query = query.where(sa.func.coalesce(device_status.c.is_online, sa.false()) == online)
-    if state is not None:
+    if state is not None and (lively := liveness_state(state)) is not None:
+        query = query.where(state_condition(lively))  # Reporting, Offline, Stopped, New
+    elif state is not None:
         query = query.where(sa.func.upper(device_status.c.device_state) == state.upper())
     if kind is not None:
         query = query.where(devices.c.kind == kind)

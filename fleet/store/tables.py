@@ -37,6 +37,7 @@ ALARM_TYPES = (
     "MEDICAL",
     "DURESS",
     "OUTPUT_EVENT",
+    "OFFLINE",  # a device stopped reporting (liveness, issue 4; migration 0004)
 )
 EVENT_STATES = ("INACTIVE", "ACTIVE", "TEST", "STARTING", "STOPPING")
 PRIORITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -135,6 +136,8 @@ devices = sa.Table(
     sa.Column("installation_date", UTCDateTime),
     sa.Column("notes", sa.Text),
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Free labels for targeting bulk command tasks, a JSON list of strings (issue 3).
+    sa.Column("tags", sa.JSON),
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_now()),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_now(), onupdate=_now()),
     sa.UniqueConstraint("account_id", "kind", "uid"),
@@ -257,7 +260,9 @@ command_log = sa.Table(
     sa.Column("request_id", sa.Uuid(as_uuid=False), nullable=False),
     sa.Column("sequence", sa.BigInteger, nullable=False),
     sa.Column("timestamp", UTCDateTime, nullable=False),
-    sa.Column("command_type", _enum(COMMAND_TYPES, "command_type_enum"), nullable=False),
+    # VARCHAR since migration 0003: each transport validates its own types (alarm panels:
+    # COMMAND_TYPES; meters: SET_TOU, …), so a new transport needs no enum migration.
+    sa.Column("command_type", sa.String(32), nullable=False),
     sa.Column("command_data", sa.JSON, nullable=False),
     sa.Column("auth_level", sa.Integer, nullable=False, server_default="0"),
     sa.Column(
@@ -277,6 +282,10 @@ command_log = sa.Table(
     sa.Column("max_retries", sa.Integer, nullable=False, server_default="3"),
     sa.Column("next_retry_at", UTCDateTime),
     sa.Column("initiated_by", sa.String(50)),
+    # Issue 3: the command's own timeout, the moment its answer is due, and its bulk task.
+    sa.Column("timeout_seconds", sa.Float),
+    sa.Column("deadline_at", UTCDateTime),
+    sa.Column("task_id", sa.String(36), index=True),
     sa.Column("notes", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_now()),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_now(), onupdate=_now()),
@@ -314,3 +323,12 @@ events = sa.Table(
     sa.Index("ix_events_account_id_id", "account_id", "id"),
     sa.Index("ix_events_created_at", "created_at"),
 )
+
+# Liveness, state history and device details (issue 4).
+from fleet.store import tables_liveness as _tables_liveness  # noqa: E402, F401
+
+# Bulk command tasks and the meter registry's index (issue 3).
+from fleet.store import tables_tasks as _tables_tasks  # noqa: E402, F401
+
+# The dashboard's tables join this metadata (issue 5).
+from fleet.store import tables_web as _tables_web  # noqa: E402, F401

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.api import ApiContext, build_api
 from fleet.config import Settings
+from fleet.events import EventHub
 from fleet.integrations.alarm_panel.transport import AlarmPanelTransport
 from fleet.services.commands import CommandService
 from fleet.store import accounts
@@ -158,7 +159,14 @@ async def api(engine: AsyncEngine) -> AsyncIterator[Api]:
     commands = CommandService(
         engine, {"alarm_panel": AlarmPanelTransport(publisher=publisher, hmac_key=bytes(32))}
     )
-    app = build_api(ApiContext(settings=Settings(), engine=engine, commands=commands))
+    hub = EventHub(engine)  # the event stream, as create_app wires it (GET /api/v1/events)
+    await hub.start()
+    app = build_api(
+        ApiContext(settings=Settings(), engine=engine, commands=commands, event_hub=hub)
+    )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield Api(app, client, engine, publisher, commands, Seeder(engine))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Api(app, client, engine, publisher, commands, Seeder(engine))
+    finally:
+        await hub.stop()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fleet.api.deps import AlarmId, ConnDep, DeviceFilter, PrincipalDep, TimeRangeDep
+from fleet.api.deps import AlarmId, ConnDep, ContextDep, DeviceFilter, PrincipalDep, TimeRangeDep
 from fleet.api.errors import NOT_FOUND, NotFound
 from fleet.api.pagination import (
     BAD_CURSOR,
@@ -20,7 +20,10 @@ from fleet.api.pagination import (
     encode_cursor,
 )
 from fleet.api.schemas import AlarmOut, AlarmType, Priority
+from fleet.core.events import Event
 from fleet.store import alarms as store
+from fleet.store import events as event_log
+from fleet.store.accounts import Principal
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 
@@ -74,20 +77,50 @@ async def get_alarm(alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep) -
 
 
 @router.post("/{alarm_id}/acknowledge", responses=NOT_FOUND)
-async def acknowledge_alarm(alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep) -> AlarmOut:
+async def acknowledge_alarm(
+    alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep, ctx: ContextDep
+) -> AlarmOut:
     """Mark the alarm as seen by an operator; the first acknowledgement time is kept."""
-    await _alarm(conn, principal.account_id, alarm_id)
+    before = await _alarm(conn, principal.account_id, alarm_id)
     await store.acknowledge(conn, principal.account_id, alarm_id, datetime.now(UTC))
     alarm = await _alarm(conn, principal.account_id, alarm_id)
+    changed = before.acknowledged_at is None and alarm.acknowledged_at is not None
+    await _operator_event(conn, principal, alarm, "alarm.acknowledged", changed)
     await conn.commit()
+    _notify(ctx, changed)
     return alarm
 
 
 @router.post("/{alarm_id}/resolve", responses=NOT_FOUND)
-async def resolve_alarm(alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep) -> AlarmOut:
+async def resolve_alarm(
+    alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep, ctx: ContextDep
+) -> AlarmOut:
     """Close the alarm: sets resolved_at and, if it was still open, event_state INACTIVE."""
-    await _alarm(conn, principal.account_id, alarm_id)
+    before = await _alarm(conn, principal.account_id, alarm_id)
     await store.resolve(conn, principal.account_id, alarm_id, datetime.now(UTC))
     alarm = await _alarm(conn, principal.account_id, alarm_id)
+    changed = before.resolved_at is None and alarm.resolved_at is not None
+    await _operator_event(conn, principal, alarm, "alarm.resolved", changed)
     await conn.commit()
+    _notify(ctx, changed)
     return alarm
+
+
+# An operator's acknowledge or resolve is on the event stream too, so every open dashboard (and
+# any other client) follows it live; written in the change's transaction, like every event.
+async def _operator_event(
+    conn: ConnDep, principal: Principal, alarm: AlarmOut, kind: str, changed: bool
+) -> None:
+    if changed:
+        data = {
+            "id": alarm.id,
+            "alarm_type": alarm.alarm_type,
+            "priority": alarm.priority,
+            "by": principal.account_name,
+        }
+        await event_log.append(conn, [Event(principal.account_id, kind, alarm.device_id, data)])
+
+
+def _notify(ctx: ContextDep, changed: bool) -> None:
+    if changed and ctx.event_hub is not None:
+        ctx.event_hub.notify()

@@ -32,7 +32,12 @@ async def list_devices(
     conn: ConnDep,
     online: Annotated[bool | None, Query(description="Only online (or offline) devices.")] = None,
     state: Annotated[
-        Text | None, Query(max_length=20, description="device_state, e.g. NORMAL (any case).")
+        Text | None,
+        Query(
+            max_length=20,
+            description="device_state, e.g. NORMAL, or liveness: Reporting, Offline, Stopped, "
+            "New (any case).",
+        ),
     ] = None,
     kind: Annotated[Text | None, Query(max_length=32, description="e.g. alarm_panel.")] = None,
     search: Annotated[

@@ -1,0 +1,3 @@
+"""Wi-Fi/Ethernet monitoring probes reporting over HTTP (seed 000, "collectr")."""
+
+KIND = "reporter"
