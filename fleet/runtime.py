@@ -6,6 +6,7 @@ Built by `create_app`; nothing here does I/O until `start()`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from contextlib import suppress
@@ -32,6 +33,18 @@ from fleet.store.engine import create_engine
 from fleet.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
+
+
+# The ingest allocates a few small objects per message and keeps a cache per device. With
+# CPython's default gen-0 threshold (700) the collector runs every few messages and its older
+# generations rescan the whole cache; measured on the ingest micro-benchmark, raising the
+# threshold and freezing start-up objects cut the time per message by about a sixth.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc_for_ingest() -> None:
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class FleetRuntime:
@@ -127,6 +140,8 @@ class FleetRuntime:
             )
         if migrate:
             await asyncio.to_thread(upgrade, self.settings.database_url)
+        if self.ingest_enabled:
+            tune_gc_for_ingest()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.start)
             log.info("embedded MQTT broker on %s:%d", self.broker.host, self.broker.port)

@@ -44,8 +44,17 @@ class Snapshot:
 
     def merged_over(self, older: Snapshot | None) -> Snapshot:
         """This reading, its gaps (None) filled from an older one: a StatusMessage has no fan."""
-        if older is None:
-            return self
+        if older is None or None not in (
+            self.temperature,
+            self.humidity,
+            self.fan_pwm_duty,
+            self.panic1,
+            self.panic2,
+            self.box_sw,
+            self.siren,
+            self.turret,
+        ):
+            return self  # a heartbeat carries every field: nothing to fill
         return replace(
             older,
             **{

@@ -169,6 +169,8 @@ class IngestPipeline:
             self.stats.reject(NAME, rejection)
 
     def _route(self, topic: str) -> Integration | None:
+        if not self.integrations:
+            return None
         for integration in self.integrations.values():
             if integration.matches(topic):
                 return integration

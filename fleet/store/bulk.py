@@ -56,6 +56,20 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+def _sqlite_converters(table: sa.Table, columns: Sequence[str]) -> list[int]:
+    """Positions of the columns whose values need converting (only the datetimes)."""
+    return [i for i, name in enumerate(columns) if isinstance(table.c[name].type, UTCDateTime)]
+
+
+def _sqlite_row(row: Sequence[Any], convert: list[int]) -> tuple[Any, ...]:
+    if not convert:
+        return tuple(row)
+    out = list(row)
+    for i in convert:
+        out[i] = _sqlite_value(out[i])
+    return tuple(out)
+
+
 async def insert_rows(
     conn: AsyncConnection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:
@@ -76,9 +90,10 @@ async def insert_rows(
         )
     else:
         marks = ", ".join("?" for _ in cols)
+        convert = _sqlite_converters(table, columns)
         await conn.exec_driver_sql(
             f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-            [tuple(_sqlite_value(v) for v in row) for row in rows],
+            [_sqlite_row(row, convert) for row in rows],
         )
 
 
@@ -102,10 +117,11 @@ async def update_rows(
             sets = ", ".join(f'"{c}" = ?' for c in columns)
             if touch:
                 sets += f', "{touch}" = CURRENT_TIMESTAMP'
+            convert = _sqlite_converters(table, columns)
             await conn.exec_driver_sql(
                 f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?',
                 [
-                    (*(_sqlite_value(values[c]) for c in columns), key_value)
+                    (*_sqlite_row([values[c] for c in columns], convert), key_value)
                     for key_value, values in members
                 ],
             )

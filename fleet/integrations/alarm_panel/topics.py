@@ -7,6 +7,7 @@ maps the base to an account itself.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ def is_valid_hostname(hostname: str) -> bool:
     return _HOSTNAME.fullmatch(hostname) is not None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # one entry per panel seen lately: cheap on the hot path
 def mac_from_hostname(hostname: str) -> str:
     """``ESG_ALARM_0483080CEDD8`` -> ``04:83:08:0C:ED:D8``."""
     match = _HOSTNAME.fullmatch(hostname)
