@@ -1,11 +1,21 @@
-"""Ingest throughput and commit latency of a real Fleet stack: Mosquitto plus SQLite or PostgreSQL.
+"""Ingest benchmark: Fleet beside the ceiling and the naive baseline, on one machine and broker.
 
-    .venv/bin/python -m bench.ingest --db both --qos both --json out.json
+    .venv/bin/python -m bench.ingest                    # the full run: a few minutes on 2 cores
+    .venv/bin/python -m bench.ingest --quick            # a reduced run (about a minute)
+    .venv/bin/fleet bench ingest --json figures.json    # the same, from the fleet command
 
-For each database x QoS: a fresh database, a `FleetRuntime` subscribed at that QoS to a topic base
-of its own, M simulated panels that log in (and are registered) first, then N pre-encoded
-heartbeats published round-robin from a separate process, so that the publisher does not compete
-for the ingest's GIL and event loop. bench/README.md explains how to read the figures.
+One run starts a private Mosquitto (bench/broker.py; `--broker` uses another), generates every
+message once (alarm-panel protobuf heartbeats from `--devices` panels, HMAC-framed), and feeds the
+same messages from one publisher process to each mode in turn, each in processes of its own:
+
+* ceiling (bench/ceiling.py): a bare paho subscriber that only counts, QoS 0 and QoS 1;
+* naive (bench/naive.py): seed 001's per-message pseudo-code, one transaction per message;
+* fleet: Fleet's `FleetRuntime` (what `fleet serve` runs), SQLite and PostgreSQL, QoS 0 and 1;
+* workers: `--workers N` `fleet ingest` processes with FLEET_INGEST_PARTITION k/N on PostgreSQL;
+* memory: bytes per known device in Fleet's caches, `--memory-devices` panels without a broker.
+
+Each mode: messages/s flat out, then a second run paced at half of that (`--rate`) for the
+message-to-commit latency, CPU seconds and peak RSS per process. bench/README.md explains it all.
 """
 
 from __future__ import annotations
@@ -13,445 +23,453 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import gc
 import json
 import logging
-import math
-import multiprocessing
 import os
 import platform
 import random
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import tracemalloc
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import paho.mqtt.client as mqtt
 import psycopg
-import sqlalchemy as sa
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.table import Table
 
-from fleet.config import Settings
+from bench.broker import MAX_INFLIGHT, PrivateMosquitto
+from bench.ceiling import start_ceiling
+from bench.common import (
+    KEY,
+    BenchError,
+    Commit,
+    ConsumerProcess,
+    CpuSnapshot,
+    Databases,
+    Publisher,
+    PublishJob,
+    Workload,
+    cpu_delta,
+    cpu_snapshot,
+    discard_session,
+    latency_summary,
+    make_workload,
+    peak_rss_mb,
+    reset_peak_rss,
+    seed_devices,
+)
+from bench.naive import start_naive
 from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, parse_mqtt_url
-from fleet.ingest.pipeline import IngestPipeline
-from fleet.runtime import FleetRuntime
-from fleet.sim.alarm_panel import SimulatedPanel, random_mac
-from fleet.store import accounts
-from fleet.store.migrate import upgrade
-from fleet.store.tables import devices, heartbeats
+from fleet.integrations.alarm_panel.topics import hostname_from_mac
+from fleet.sim.alarm_panel import random_mac
 
 log = logging.getLogger("bench.ingest")
 
-DEFAULT_MESSAGES = 20_000
-DEFAULT_PANELS = 1_000
-DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-DEFAULT_PG_ADMIN = os.environ.get(
-    "FLEET_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"
-)
-KEY = bytes.fromhex("5a" * 32)  # the bench's own HMAC key: its panels and its ingest share it
+DEFAULT_DEVICES = 10_000
+DEFAULT_MESSAGES = 40_000
+DEFAULT_NAIVE_MESSAGES = 5_000
+DEFAULT_PACED_SECONDS = 5.0
+DEFAULT_MEMORY_DEVICES = 100_000
+MODES = ("ceiling", "naive", "fleet", "workers", "memory")
 POLL_SECONDS = 0.005
-Frame = tuple[str, bytes]
+DB_POLL_SECONDS = 0.02
+MIN_PACED = 200
 
 
-class BenchError(Exception):
-    """A run that could not reach its timed phase (e.g. the panels never all registered)."""
+# --------------------------------------------------------------------------- Fleet, in a process
 
 
-# --------------------------------------------------------------------------- the publisher process
-
-
-@dataclass(frozen=True)
-class PublishJob:
-    frames: list[Frame]
-    qos: int
-    rate: float = 0.0  # messages per second, 0: as fast as paho can
-    window: int = 0  # most messages published but not yet processed by the ingest, 0: no cap
-    timeout: float = 120.0  # for the broker's acknowledgements, and for a window that stays full
-
-
-def _publisher_main(
+def _fleet_main(
     conn: Connection,
-    processed: Any,
-    host: str,
-    port: int,
-    client_id: str,
-    user: str | None,
-    pw: str | None,
+    progress: Any,
+    *,
+    settings: dict[str, Any],
+    account_id: int,
+    profile: str | None,
 ) -> None:
-    """Runs in its own process: publish the frames it is sent, report timings, until "stop"."""
-    connected = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    # paho's own window of 20 unacknowledged QoS 1 publishes would pace the publisher by round
-    # trips to the broker; the broker acknowledges at once, so let paho send without a window.
-    client.max_inflight_messages_set(0)
-    client.on_connect = lambda *_args: connected.set()
-    if user:
-        client.username_pw_set(user, pw)
-    try:
-        client.connect(host, port, keepalive=60)
-        client.loop_start()
-        if not connected.wait(10):
-            conn.send(("error", f"publisher could not connect to {host}:{port}"))
-            return
-        conn.send(("ready", None))
-        while True:
-            command, job = conn.recv()
-            if command == "stop":
-                break
-            conn.send(("done", _publish_all(client, job, processed)))
-    finally:
-        client.disconnect()
-        client.loop_stop()
-        conn.close()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(_fleet_serve(conn, progress, settings, account_id, profile))
 
 
-def _publish_all(client: mqtt.Client, job: PublishJob, processed: Any) -> dict[str, float]:
-    cpu = time.process_time()
-    infos = []
-    blocked = 0.0
-    first = time.time()
-    for index, (topic, payload) in enumerate(job.frames):
-        if job.rate > 0 and index % 50 == 0:
-            ahead = first + index / job.rate - time.time()
-            if ahead > 0:
-                time.sleep(ahead)
-        if job.window and index - processed.value >= job.window:
-            waiting = time.monotonic()
-            while index - processed.value >= job.window:
-                if time.monotonic() - waiting > job.timeout:
-                    break
-                time.sleep(0.001)
-            blocked += time.monotonic() - waiting
-            if index - processed.value >= job.window:
-                break  # the ingest stopped making progress: report what was sent
-        infos.append(client.publish(topic, payload, job.qos))
-    sent = time.time()
-    deadline = sent + job.timeout
-    failed = 0
-    for info in infos:
+async def _fleet_serve(
+    conn: Connection,
+    progress: Any,
+    settings: dict[str, Any],
+    account_id: int,
+    profile: str | None,
+) -> None:
+    """A FleetRuntime as `fleet serve` runs it (ingest, jobs, event hub), its pipeline's batches
+    timed, every committed message recorded as (hostname, sequence, commit time), and the
+    `alarm.raised` events the hub hands a subscriber recorded with their delivery time."""
+    from fleet.config import Settings
+    from fleet.events.model import EventFilter, StreamClosed
+    from fleet.runtime import FleetRuntime
+
+    runtime = FleetRuntime(Settings(**settings))
+    pipeline = runtime.pipeline
+    stats = pipeline.stats
+    commits: list[Commit] = []
+    arrivals: list[float] = []  # commit - arrival (the pipeline's own latency)
+    alarms: dict[int, float] = {}
+    timing = {"busy": 0.0, "transaction": 0.0, "batches": 0, "messages": 0, "sweeps": 0}
+    timing["sweep"] = 0.0
+    process, commit, sweep = pipeline.process, pipeline._commit, pipeline.sweep
+
+    async def timed_process(batch: list[InboundMessage]) -> None:
+        started = time.perf_counter()
+        await process(batch)
+        timing["busy"] += time.perf_counter() - started
+        timing["batches"] += 1
+        timing["messages"] += len(batch)
+        progress.value = sum(stats.accepted.values()) + sum(stats.rejected.values())
+
+    async def timed_commit(prepared: list[Any]) -> Any:
+        started = time.perf_counter()
         try:
-            info.wait_for_publish(max(0.0, deadline - time.time()))
-        except (ValueError, RuntimeError):  # never queued: not connected, queue full
-            failed += 1
-            continue
-        if not info.is_published():
-            failed += 1
-    return {
-        "first": first,
-        "sent": sent,
-        "flushed": time.time(),
-        "published": len(infos) - failed,
-        "failed": failed + len(job.frames) - len(infos),
-        "window_wait": blocked,
-        "cpu": time.process_time() - cpu,
-    }
+            outcome = await commit(prepared)
+        finally:
+            timing["transaction"] += time.perf_counter() - started
+        committed = time.time()
+        for message in outcome.applied:
+            commits.append((message.hostname, message.frame_sequence, committed))
+            arrivals.append(committed - message.source.received)
+        return outcome
 
+    async def timed_sweep() -> None:
+        # The liveness sweep runs in the ingest loop, between batches, once a second.
+        started = time.perf_counter()
+        await sweep()
+        timing["sweep"] += time.perf_counter() - started
+        timing["sweeps"] += 1
 
-class Publisher:
-    """The parent's handle on the publisher process (spawned: no fork of a threaded parent)."""
-
-    def __init__(self, address: BrokerAddress, client_id: str) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        # How many messages of the current job the ingest has processed (for --window).
-        self.processed = context.Value("q", 0, lock=False)
-        self._process = context.Process(
-            target=_publisher_main,
-            args=(
-                child,
-                self.processed,
-                address.host,
-                address.port,
-                client_id,
-                address.username,
-                address.password,
-            ),
-            name="bench-publisher",
-            daemon=True,
+    pipeline.process = timed_process  # type: ignore[method-assign]
+    pipeline._commit = timed_commit  # type: ignore[method-assign]
+    pipeline.sweep = timed_sweep  # type: ignore[method-assign]
+    try:
+        await runtime.start(migrate=False)
+        subscription = await runtime.event_hub.subscribe(
+            account_id, None, EventFilter(types=frozenset({"alarm.raised"}))
         )
-        self._process.start()
-        child.close()
-        self.result: dict[str, float] | None = None
-
-    async def _reply(self, within: float) -> Any:
-        if not await asyncio.to_thread(self._conn.poll, within):
-            raise BenchError(f"the publisher process did not answer within {within:.0f} s")
-        kind, value = self._conn.recv()
-        if kind == "error":
-            raise BenchError(value)
-        return value
-
-    async def ready(self, within: float = 30.0) -> None:
-        await self._reply(within)
-
-    def start(self, job: PublishJob) -> None:
-        self.result = None
-        self.processed.value = 0
-        self._conn.send(("publish", job))
-
-    def poll(self) -> bool:
-        """Non-blocking: has the current publish finished? (then `result` holds its timings)"""
-        if self.result is None and self._conn.poll():
-            self.result = self._conn.recv()[1]
-        return self.result is not None
-
-    async def finish(self, within: float) -> dict[str, float]:
-        if self.result is None:
-            self.result = await self._reply(within)
-        assert self.result is not None
-        return self.result
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._conn.send(("stop", None))
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._process.close()
-        self._conn.close()
-
-
-# --------------------------------------------------------------------------- services
-
-
-def discard_session(address: BrokerAddress, client_id: str) -> None:
-    """Connect once with a clean session and the ingest's client id: the broker forgets the
-    persistent session (it would otherwise queue messages for it forever)."""
-    connected = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-    client.on_connect = lambda *_args: connected.set()
-    if address.username:
-        client.username_pw_set(address.username, address.password)
-    try:
-        client.connect(address.host, address.port)
-    except OSError as exc:
-        log.warning("could not discard the MQTT session %s: %s", client_id, exc)
+    except Exception as exc:
+        conn.send(("error", f"Fleet did not start: {type(exc).__name__}: {exc}"))
+        await runtime.stop()
         return
-    client.loop_start()
-    connected.wait(5)
-    client.disconnect()
-    client.loop_stop()
 
+    async def follow_alarms() -> None:
+        with contextlib.suppress(StreamClosed):
+            while True:
+                for event in await subscription.next_batch():
+                    if event.device_id is not None:
+                        alarms.setdefault(event.device_id, time.time())
 
-class BenchDatabase:
-    """A fresh database for one run: a temporary SQLite file, or `fleet_bench_<random>` on the
-    PostgreSQL server of `pg_admin` (cloned from `pg_template` if given), dropped afterwards."""
-
-    def __init__(self, kind: str, pg_admin: str, pg_template: str | None) -> None:
-        self.kind = kind
-        self.pg_admin = pg_admin
-        self.pg_template = pg_template
-        self.name = f"fleet_bench_{uuid.uuid4().hex[:10]}"
-        self._dir: str | None = None
-        self.migrated = False
-
-    def _admin(self, sql: str) -> None:
-        with psycopg.connect(self.pg_admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql)
-
-    def create(self) -> str:
-        if self.kind == "sqlite":
-            self._dir = tempfile.mkdtemp(prefix="fleet-bench-")
-            return f"sqlite:///{Path(self._dir) / 'fleet.db'}"
-        template = f' TEMPLATE "{self.pg_template}"' if self.pg_template else ""
-        self._admin(f'CREATE DATABASE "{self.name}"{template}')
-        self.migrated = bool(self.pg_template)
-        base, _, _ = self.pg_admin.rpartition("/")
-        return f"{base}/{self.name}"
-
-    def drop(self) -> None:
-        if self.kind == "sqlite":
-            if self._dir is not None:
-                shutil.rmtree(self._dir, ignore_errors=True)
+    follower = asyncio.create_task(follow_alarms())
+    profiler: cProfile.Profile | None = None
+    conn.send(("ready", None))
+    while True:
+        try:
+            command, argument = await asyncio.to_thread(conn.recv)
+        except (EOFError, OSError):
+            command, argument = "stop", None
+        if command == "profile":
+            if argument:
+                profiler = cProfile.Profile()
+                profiler.enable()
+            elif profiler is not None and profile:
+                profiler.disable()
+                profiler.dump_stats(profile)
+                profiler = None
+        task = next((t for t in runtime._tasks if t.get_name() == "ingest"), None)
+        answer = {
+            "state": {
+                "pending": runtime.link.pending(),
+                "connected": runtime.link.connected,
+                "ingest": "running"
+                if task is not None and not task.done()
+                else repr(task.exception() if task and not task.cancelled() else task),
+                "accepted": dict(stats.accepted),
+            },
+            "commits": commits[:],
+            "last": commits[-1][2] if commits else None,
+            "arrivals": arrivals[:],
+            "alarms": dict(alarms),
+            "rejected": dict(stats.rejected),
+            **timing,
+        }
+        commits.clear()
+        arrivals.clear()
+        timing.update(busy=0.0, transaction=0.0, batches=0, messages=0, sweeps=0, sweep=0.0)
+        if command == "stop":
+            # paho's "disconnected" on the way out is not news here.
+            logging.getLogger("fleet.ingest.mqtt_link").setLevel(logging.ERROR)
+            follower.cancel()
+            subscription.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await runtime.stop()
+        with contextlib.suppress(OSError):
+            conn.send(("ok", answer))
+        if command == "stop":
             return
-        try:
-            self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        except psycopg.Error as exc:
-            log.warning("could not drop the bench database %s: %s", self.name, exc)
 
 
-def make_panels(base: str, count: int, seed: int) -> list[SimulatedPanel]:
-    rng = random.Random(seed)
-    panels: list[SimulatedPanel] = []
-    macs: set[bytes] = set()
-    while len(panels) < count:
-        panel_rng = random.Random(rng.getrandbits(64))
-        mac = random_mac(panel_rng)
-        if mac not in macs:
-            macs.add(mac)
-            panels.append(SimulatedPanel(base=base, key=KEY, rng=panel_rng, mac=mac))
-    return panels
+def fleet_settings(
+    url: str, broker_url: str, client_id: str, qos: int, base: str, opts: Options
+) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "database_url": url,
+        "mqtt_url": broker_url,
+        "mqtt_client_id": client_id,
+        "mqtt_qos": qos,
+        "alarm_topic_base": base,
+        "alarm_topic_filter": f"{base}/pb/d/+/+",
+        "alarm_hmac_key": KEY.hex(),
+    }
+    if opts.batch_max is not None:
+        settings["ingest_batch_max"] = opts.batch_max
+    if opts.batch_wait_ms is not None:
+        settings["ingest_batch_wait_ms"] = opts.batch_wait_ms
+    return settings
 
 
-# --------------------------------------------------------------------------- measuring
+# --------------------------------------------------------------------------- consumers
 
 
-class BatchTimer:
-    """Wraps the pipeline's `process` (and `_commit`) to time each batch: when it ended, how many
-    heartbeats it accepted, and the time spent inside the database transaction."""
+class Consumer(Protocol):
+    pids: list[int]
+    poll_seconds: float
 
-    def __init__(self, pipeline: IngestPipeline) -> None:
-        self.pipeline = pipeline
-        self.busy = 0.0
-        self.in_transaction = 0.0
-        self.sizes: list[int] = []
-        self.last_commit: float | None = None
-        process, commit = pipeline.process, getattr(pipeline, "_commit", None)
+    async def progress(self) -> int: ...
 
-        async def timed_process(batch: list[InboundMessage]) -> None:
-            started = time.perf_counter()
-            hb_before = pipeline.stats.accepted["hb"]
-            await process(batch)
-            self.busy += time.perf_counter() - started
-            self.sizes.append(len(batch))
-            if pipeline.stats.accepted["hb"] > hb_before:
-                self.last_commit = time.time()
+    async def collect(self) -> dict[str, Any]: ...
 
-        pipeline.process = timed_process  # type: ignore[method-assign]
-        if commit is not None:
-
-            async def timed_commit(prepared: list[Any]) -> Any:
-                started = time.perf_counter()
-                try:
-                    return await commit(prepared)
-                finally:
-                    self.in_transaction += time.perf_counter() - started
-
-            pipeline._commit = timed_commit  # type: ignore[method-assign]
-
-    def reset(self) -> None:
-        self.busy = 0.0
-        self.in_transaction = 0.0
-        self.sizes = []
-        self.last_commit = None
+    async def stop(self) -> dict[str, Any] | None: ...
 
 
-def _clock_ticks() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError, AttributeError):
-        return 100
+class SpawnedConsumer:
+    """Ceiling, naive or Fleet: one process of its own that counts what it has processed."""
+
+    poll_seconds = POLL_SECONDS
+
+    def __init__(self, process: ConsumerProcess) -> None:
+        self.process = process
+        self.pids = [process.pid]
+
+    async def progress(self) -> int:
+        return self.process.progress()
+
+    async def collect(self) -> dict[str, Any]:
+        return dict(await self.process.request("collect"))
+
+    async def request(self, command: str, argument: Any = None) -> Any:
+        return await self.process.request(command, argument)
+
+    async def stop(self) -> dict[str, Any] | None:
+        final = await self.process.stop()
+        return None if final is None else dict(final)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def _loadavg() -> list[float] | None:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
+
+
+class IngestWorkers:
+    """N `python -m fleet ingest` processes with FLEET_INGEST_PARTITION k/N on one PostgreSQL
+    database. What they have committed is read from the database: every accepted message sets
+    its device's `last_frame_seq` to its sequence, one more than the device's previous one, so
+    the sum over the devices counts the messages committed."""
+
+    poll_seconds = DB_POLL_SECONDS
+
+    def __init__(self, count: int, env: dict[str, str], database_url: str) -> None:
+        self.count = count
+        self.env = env
+        self.database_url = database_url
+        self.logs = Path(tempfile.mkdtemp(prefix="fleet-bench-workers-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pids: list[int] = []
+        self.db: psycopg.AsyncConnection[Any] | None = None
+
+    def _spawn(self) -> None:
+        checkout = Path(__file__).resolve().parent.parent
+        for index in range(self.count):
+            with open(self.logs / f"worker{index}.log", "wb") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "fleet", "ingest"],
+                    env={
+                        **os.environ,
+                        **self.env,
+                        "FLEET_INGEST_PARTITION": f"{index}/{self.count}",
+                    },
+                    stdout=subprocess.DEVNULL,
+                    stderr=log_file,
+                    cwd=checkout,
+                )
+            self.procs.append(proc)
+            self.pids.append(proc.pid)
+
+    async def start(self, within: float = 60.0) -> None:
+        await asyncio.to_thread(self._spawn)
+        deadline = time.monotonic() + within
+        for index, proc in enumerate(self.procs):
+            path = self.logs / f"worker{index}.log"
+            # `fleet ingest` says so once connected and subscribed.
+            while "ingesting from" not in (text := await asyncio.to_thread(_read, path)):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = text[-800:]
+                    raise BenchError(
+                        f"fleet ingest worker {index}/{self.count} did not start: {tail}"
+                    )
+                await asyncio.sleep(0.05)
+        self.db = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+
+    async def progress(self) -> int:
+        assert self.db is not None
+        cursor = await self.db.execute("SELECT coalesce(sum(last_frame_seq), 0) FROM device_status")
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def collect(self) -> dict[str, Any]:
+        """Each device's last applied message and when its batch applied it (last_seen, taken
+        when the batch starts its transaction: the commit follows within that transaction)."""
+        assert self.db is not None
+        cursor = await self.db.execute(
+            "SELECT d.hostname, s.last_frame_seq, extract(epoch FROM s.last_seen) "
+            "FROM device_status s JOIN devices d ON d.id = s.device_id "
+            "WHERE s.last_seen IS NOT NULL"
+        )
+        rows = await cursor.fetchall()
+        return {"commits": [(h, int(seq), float(t)) for h, seq, t in rows], "last": None}
+
+    def peak_rss(self) -> list[float | None]:
+        return [peak_rss_mb(pid) for pid in self.pids]
+
+    async def stop(self) -> dict[str, Any] | None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # `fleet ingest` stops its runtime on Ctrl+C
+        for proc in self.procs:
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if self.db is not None:
+            await self.db.close()
+        errors = []
+        for path in sorted(self.logs.glob("*.log")):
+            errors += [
+                line
+                for line in path.read_text(errors="replace").splitlines()
+                if "ERROR" in line or "Traceback" in line
+            ]
+        for path in self.logs.glob("*"):
+            path.unlink()
+        self.logs.rmdir()
+        return {"errors": errors[:5]}
+
+
+# --------------------------------------------------------------------------- results
 
 
 @dataclass
-class CpuSnapshot:
-    ingest: float  # this process, all threads
-    machine_total: float | None = None  # jiffies, from /proc/stat
-    machine_idle: float | None = None
-    services: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (name, s)
-
-
-def _counts_for_run(comm: str, pid: str, database: str | None) -> bool:
-    """Mosquitto, and PostgreSQL's own processes plus the backends serving `database`; other
-    sessions' backends are someone else's load ("other" in the report)."""
-    if comm == "mosquitto":
-        return True
-    if comm != "postgres":
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, UnicodeDecodeError):
-        return False
-    client = "(" in cmdline or "[local]" in cmdline  # "postgres: 15/main: user db host(port) …"
-    return not client or (database is not None and f" {database} " in cmdline)
-
-
-def cpu_snapshot(database: str | None = None) -> CpuSnapshot:
-    """CPU seconds used so far by this process, by Mosquitto and by the PostgreSQL processes
-    serving `database`, and the machine's jiffies (from /proc; only the process's own time
-    where /proc is missing)."""
-    snap = CpuSnapshot(ingest=time.process_time())
-    ticks = _clock_ticks()
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        snap.machine_total = sum(values[:8])
-        snap.machine_idle = values[3] + values[4]
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if _counts_for_run(comm, pid, database):
-            rest = stat[stat.rfind(")") + 2 :].split()
-            snap.services[int(pid)] = (comm, (int(rest[11]) + int(rest[12])) / ticks)
-    return snap
-
-
-def cpu_delta(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
-    """Per process, so that a PostgreSQL backend that started during the window counts whole
-    and one that exited is left out (its last seconds are lost, not subtracted)."""
-    out = {"ingest": round(after.ingest - before.ingest, 2), "mosquitto": 0.0, "postgres": 0.0}
-    for pid, (name, seconds) in after.services.items():
-        previous = before.services.get(pid)
-        used = seconds - previous[1] if previous is not None and previous[0] == name else seconds
-        out[name] = round(out[name] + used, 2)
-    if after.machine_total is not None and before.machine_total is not None:
-        total = after.machine_total - before.machine_total
-        idle = (after.machine_idle or 0.0) - (before.machine_idle or 0.0)
-        if total > 0:
-            out["machine_busy_pct"] = round(100 * (1 - idle / total), 1)
-            out["machine_busy_s"] = round((total - idle) / _clock_ticks(), 2)
-    return out
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return sorted_values[index]
-
-
-@dataclass
-class RunResult:
-    database: str
+class Mode:
+    kind: str  # ceiling | naive | fleet | workers
+    database: str | None
     qos: int
-    messages: int  # heartbeats the publisher was asked to send
-    panels: int
-    published: int = 0  # acknowledged by the broker (QoS 1) or written to the socket (QoS 0)
-    received: int = 0  # reached the ingest: accepted + rejected + still buffered
-    accepted: int = 0  # heartbeats committed
-    rejected: dict[str, int] = field(default_factory=dict)
-    complete: bool = False  # every published heartbeat was committed
-    seconds: float | None = None  # first publish -> commit of the last accepted heartbeat
+    processes: int = 1
+
+    @property
+    def name(self) -> str:
+        if self.kind == "ceiling":
+            return f"ceiling QoS {self.qos}"
+        if self.kind == "naive":
+            return f"naive {self.database}"
+        name = f"Fleet {self.database} QoS {self.qos}"
+        return name if self.kind == "fleet" else f"{name}, {self.processes} x fleet ingest"
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    kind: str
+    database: str | None
+    qos: int
+    processes: int
+    messages: int = 0  # flat-out messages published to it
+    processed: int = 0  # ... that it processed (committed, or refused with a reason)
+    complete: bool = False
+    seconds: float | None = None  # first publish -> last commit (last receive for the ceiling)
     msg_per_s: float | None = None
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    max_ms: float | None = None
-    batches: int = 0
+    publish_seconds: float | None = None  # first publish -> the broker had the last one
+    vs_ceiling: float | None = None  # msg/s over the ceiling's at the same QoS
+    vs_naive: float | None = None  # msg/s over the naive baseline's on the same database
+    latency: dict[str, Any] = field(default_factory=dict)  # paced run at half capacity
+    arrival_latency: dict[str, Any] = field(default_factory=dict)  # Fleet: arrival -> commit
+    alarm_latency: dict[str, Any] = field(default_factory=dict)  # publish -> hub delivery
+    rows_stored: int | None = None  # heartbeats rows written by the flat-out run
+    batches: int | None = None
     mean_batch: float | None = None
-    rows_stored: int = 0  # heartbeats rows the CDC rule stored during the timed phase
-    login_seconds: float | None = None  # warm-up: first login -> all registered, ingest idle
-    publish_seconds: float | None = None  # first publish -> last one acked by the broker
-    window_wait_seconds: float | None = None  # publisher held back by --window
-    ingest_busy_pct: float | None = None  # share of `seconds` the pipeline spent in batches
-    transaction_pct: float | None = None  # share of `seconds` inside the database transaction
-    cpu: dict[str, float] = field(default_factory=dict)
+    busy_pct: float | None = None  # share of the flat-out run Fleet's loop spent in batches
+    transaction_pct: float | None = None  # ... inside the database transaction
+    sweep_pct: float | None = None  # ... in the liveness sweep (which holds up the batches)
+    sweep_ms: float | None = None  # mean duration of one sweep
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU s per process, flat-out run
+    cpu_us_per_msg: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, Any] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    wall_seconds: float | None = None  # the whole mode: start, warm-up, both runs, clean-up
     note: str = ""
 
 
 @dataclass
+class Phase:
+    target: int
+    processed: int = 0
+    complete: bool = False
+    seconds: float | None = None
+    msg_per_s: float | None = None
+    published: dict[str, Any] = field(default_factory=dict)
+    collected: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    stopped: str = ""
+
+
+@dataclass
 class Options:
+    devices: int = DEFAULT_DEVICES
     messages: int = DEFAULT_MESSAGES
-    panels: int = DEFAULT_PANELS
+    naive_messages: int = DEFAULT_NAIVE_MESSAGES
+    paced_seconds: float = DEFAULT_PACED_SECONDS
+    memory_devices: int = DEFAULT_MEMORY_DEVICES
+    modes: tuple[str, ...] = MODES
     databases: tuple[str, ...] = ("sqlite", "postgres")
     qos_levels: tuple[int, ...] = (0, 1)
-    broker: str = DEFAULT_BROKER
-    pg_admin: str = DEFAULT_PG_ADMIN
+    workers: tuple[int, ...] = (1, 2)
+    broker: str | None = None  # None: a private Mosquitto
+    max_inflight: int = MAX_INFLIGHT  # ... with this max_inflight_messages
+    pg_admin: str = os.environ.get(
+        "FLEET_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/test"
+    )
     pg_template: str | None = None
-    rate: float = 0.0
+    rate: float = 0.0  # the paced run's rate; 0: half of the mode's flat-out msg/s
     window: int = 0
     batch_max: int | None = None
     batch_wait_ms: float | None = None
@@ -459,253 +477,528 @@ class Options:
     stall: float = 5.0
     seed: int = 1
     strict: bool = False
+    profile: str | None = None  # directory for a cProfile of each Fleet flat-out run
+    quick: bool = False
 
 
-async def _until(condition: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(POLL_SECONDS)
-    return True
+@dataclass
+class Context:
+    opts: Options
+    workload: Workload
+    dbs: Databases
+    publisher: Publisher
+    address: BrokerAddress
+    broker_url: str
+    broker: PrivateMosquitto | None
+    console: Console
+    hostname_index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def broker_pid(self) -> int | None:
+        return None if self.broker is None else self.broker.pid
 
 
-async def _settle(runtime: FleetRuntime, quiet: float = 0.3, within: float = 30.0) -> None:
-    """Wait until the ingest has had nothing to do for `quiet` seconds (any device-id sync a
-    login triggered, and its echo on the command topic, is done)."""
-    stats, link = runtime.pipeline.stats, runtime.link
+# --------------------------------------------------------------------------- running a mode
+
+
+async def run_phase(
+    ctx: Context,
+    consumer: Consumer,
+    job: PublishJob,
+    *,
+    database: str | None = None,
+) -> Phase:
+    """Publish one job to a running consumer and wait until it has processed every message (or
+    stopped making progress for --stall seconds after publishing ended, or --timeout)."""
+    opts, publisher = ctx.opts, ctx.publisher
+    phase = Phase(target=job.stop - job.start)
+    await consumer.collect()  # forget what earlier phases recorded
+    start = await consumer.progress()
+    pids = {"consumer": consumer.pids, "publisher": [publisher.pid]}
+    before: CpuSnapshot = cpu_snapshot(pids, database, ctx.broker_pid)
+    publisher.start(job)
+    deadline = time.monotonic() + opts.timeout
+    last_move, seen = time.monotonic(), -1
+    reached: float | None = None
+    while True:
+        done = await consumer.progress() - start
+        publisher.processed.value = done
+        now = time.monotonic()
+        if done >= phase.target:
+            reached = time.time()
+            break
+        publisher.poll()
+        if done != seen:
+            seen, last_move = done, now
+        elif publisher.result is not None and now - last_move > opts.stall:
+            phase.stopped = f"nothing processed for {opts.stall:.0f} s after publishing ended"
+            break
+        if now > deadline:
+            phase.stopped = f"timed out after {opts.timeout:.0f} s"
+            break
+        await asyncio.sleep(consumer.poll_seconds)
+    phase.cpu = cpu_delta(before, cpu_snapshot(pids, database, ctx.broker_pid))
+    phase.published = await publisher.finish(opts.timeout)
+    phase.cpu["publisher"] = round(phase.published["cpu"], 2)
+    phase.processed = min(done, phase.target)
+    phase.complete = done >= phase.target
+    phase.collected = await consumer.collect()
+    last = phase.collected.get("last") or reached
+    if last is not None and phase.processed:
+        phase.seconds = round(last - phase.published["first"], 3)
+        if phase.seconds > 0:
+            phase.msg_per_s = round(phase.processed / phase.seconds, 1)
+    return phase
+
+
+async def settle(consumer: Consumer, quiet: float = 0.5, within: float = 20.0) -> None:
+    """Wait until the consumer has had nothing to do for `quiet` seconds."""
     deadline = time.monotonic() + within
     seen, since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        now = time.monotonic()
-        if stats.batches != seen or link.pending():
-            seen, since = stats.batches, now
+        now, done = time.monotonic(), await consumer.progress()
+        if done != seen:
+            seen, since = done, now
         elif now - since >= quiet:
             return
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(0.05)
 
 
-async def _count_rows(runtime: FleetRuntime, account_id: int) -> int:
-    async with runtime.engine.connect() as conn:
-        query = (
-            sa.select(sa.func.count())
-            .select_from(heartbeats.join(devices, devices.c.id == heartbeats.c.device_id))
-            .where(devices.c.account_id == account_id)
+def count_rows(url: str) -> int:
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            return int(db.execute("SELECT count(*) FROM heartbeats").fetchone()[0])
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute("SELECT count(*) FROM heartbeats").fetchone()
+        return int(row[0]) if row else 0
+
+
+async def start_consumer(
+    ctx: Context, mode: Mode, url: str | None, client_id: str
+) -> SpawnedConsumer | IngestWorkers:
+    base, opts = ctx.workload.base, ctx.opts
+    topic = f"{base}/pb/d/+/+"
+    account_id = ctx.dbs.account_id or 0
+    consumer: SpawnedConsumer | IngestWorkers
+    if mode.kind == "ceiling":
+        consumer = SpawnedConsumer(start_ceiling(ctx.address, client_id, topic, mode.qos))
+    elif mode.kind == "naive":
+        assert url is not None
+        consumer = SpawnedConsumer(
+            start_naive(ctx.address, client_id, topic, mode.qos, url, account_id)
         )
-        return int(await conn.scalar(query) or 0)
-
-
-async def run_one(db_kind: str, qos: int, opts: Options) -> RunResult:
-    result = RunResult(db_kind, qos, opts.messages, opts.panels)
-    address = parse_mqtt_url(opts.broker)
-    run_id = uuid.uuid4().hex[:8]
-    base = f"bench{run_id}"
-    client_id = f"fleet-bench-{run_id}"
-    database = BenchDatabase(db_kind, opts.pg_admin, opts.pg_template)
-    runtime: FleetRuntime | None = None
-    publisher: Publisher | None = None
-    started = False
-    try:
-        url = await asyncio.to_thread(database.create)
-        if not database.migrated:
-            await asyncio.to_thread(upgrade, url)
-        overrides: dict[str, Any] = {}
-        if opts.batch_max is not None:
-            overrides["ingest_batch_max"] = opts.batch_max
-        if opts.batch_wait_ms is not None:
-            overrides["ingest_batch_wait_ms"] = opts.batch_wait_ms
-        settings = Settings(
-            database_url=url,
-            mqtt_url=opts.broker,
-            mqtt_client_id=client_id,
-            mqtt_qos=qos,
-            alarm_topic_base=base,
-            alarm_topic_filter=f"{base}/pb/d/+/+",
-            alarm_hmac_key=KEY.hex(),
-            **overrides,
+    elif mode.kind == "fleet":
+        assert url is not None
+        profile = None
+        if opts.profile:
+            directory = Path(opts.profile)
+            await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+            profile = str(directory / f"fleet-{mode.database}-qos{mode.qos}.pstats")
+        consumer = SpawnedConsumer(
+            ConsumerProcess(
+                _fleet_main,
+                "fleet",
+                settings=fleet_settings(url, ctx.broker_url, client_id, mode.qos, base, opts),
+                account_id=account_id,
+                profile=profile,
+            )
         )
-        runtime = FleetRuntime(settings)
-        async with runtime.engine.begin() as conn:
-            account_id = await accounts.create_account(conn, f"bench-{base}")
-            await accounts.add_namespace(conn, account_id, "alarm_panel", base)
-        pipeline = runtime.pipeline
-        pipeline.keep_latencies = True
-        timer = BatchTimer(pipeline)
-        await runtime.start(migrate=False)
-        started = True
-        publisher = Publisher(address, f"{client_id}-pub")
-        await publisher.ready()
-        panels = make_panels(base, opts.panels, opts.seed)
-        await _login(runtime, publisher, panels, account_id, opts, result)
-    except BenchError as exc:
-        result.note = str(exc)
     else:
-        assert runtime is not None and publisher is not None
-        pg_name = database.name if db_kind == "postgres" else None
-        await _timed_phase(runtime, publisher, panels, account_id, pg_name, timer, opts, result)
+        assert url is not None
+        settings = fleet_settings(url, ctx.broker_url, client_id, mode.qos, base, opts)
+        env = {f"FLEET_{name.upper()}": str(value) for name, value in settings.items()}
+        env["FLEET_LOG_LEVEL"] = "WARNING"
+        consumer = IngestWorkers(mode.processes, env, url)
+        await consumer.start()
+        return consumer
+    assert isinstance(consumer, SpawnedConsumer)
+    await consumer.process.ready()
+    return consumer
+
+
+def client_ids(mode: Mode, client_id: str) -> list[str]:
+    if mode.kind == "workers":
+        return [f"{client_id}-{k}of{mode.processes}" for k in range(mode.processes)]
+    return [client_id]
+
+
+async def run_mode(ctx: Context, mode: Mode) -> ModeResult:
+    opts, workload = ctx.opts, ctx.workload
+    result = ModeResult(mode.name, mode.kind, mode.database, mode.qos, mode.processes)
+    started = time.monotonic()
+    client_id = f"fleet-bench-{mode.kind}-{uuid.uuid4().hex[:8]}"
+    url: str | None = None
+    consumer: SpawnedConsumer | IngestWorkers | None = None
+    pg_name: str | None = None
+    try:
+        if mode.database is not None:
+            # The naive baseline starts where Fleet's warm-up leaves the database; Fleet warms
+            # up itself (the warm-up loads each device into its memory, as a running Fleet has).
+            url = await ctx.dbs.clone(mode.database, warm=mode.kind == "naive")
+            pg_name = ctx.dbs.pg_name(url)
+        consumer = await start_consumer(ctx, mode, url, client_id)
+        if ctx.broker is not None and ctx.broker.pid is not None:
+            reset_peak_rss(ctx.broker.pid)
+        if mode.kind in ("fleet", "workers"):
+            size = len(workload.segments["warmup"])
+            job = PublishJob("warmup", 0, size, mode.qos, timeout=opts.timeout)
+            warm = await run_phase(ctx, consumer, job)
+            if not warm.complete:
+                raise BenchError(
+                    f"warm-up: {warm.processed:,} of {size:,} messages processed "
+                    f"({warm.stopped}; consumer: {warm.collected.get('state')})"
+                )
+            await settle(consumer)
+        count = opts.naive_messages if mode.kind == "naive" else opts.messages
+        count = min(count, len(workload.segments["flat"]))
+        rows_before = await asyncio.to_thread(count_rows, url) if url else 0
+        if opts.profile and mode.kind == "fleet":
+            assert isinstance(consumer, SpawnedConsumer)
+            await consumer.request("profile", True)
+        job = PublishJob("flat", 0, count, mode.qos, window=opts.window, timeout=opts.timeout)
+        flat = await run_phase(ctx, consumer, job, database=pg_name)
+        if opts.profile and mode.kind == "fleet":
+            assert isinstance(consumer, SpawnedConsumer)
+            await consumer.request("profile", False)
+        _fill_flat(result, flat, count)
+        if url:
+            result.rows_stored = await asyncio.to_thread(count_rows, url) - rows_before
+        if mode.kind != "ceiling" and flat.msg_per_s:
+            await settle(consumer, quiet=0.3)
+            await _paced(ctx, consumer, mode, result, flat.msg_per_s)
+        if isinstance(consumer, IngestWorkers):
+            result.peak_rss_mb["consumer"] = consumer.peak_rss()
+        else:
+            result.peak_rss_mb["consumer"] = peak_rss_mb(consumer.pids[0])
+        if ctx.broker is not None and ctx.broker.pid is not None:
+            result.peak_rss_mb["mosquitto"] = peak_rss_mb(ctx.broker.pid)
+    except BenchError as exc:
+        result.note = "; ".join(part for part in (result.note, str(exc)) if part)
     finally:
-        if publisher is not None:
-            await asyncio.to_thread(publisher.stop)
-        if runtime is not None:
-            if started:
-                await runtime.stop()
-            else:
-                await runtime.engine.dispose()
-            await asyncio.to_thread(discard_session, address, client_id)
-        await asyncio.to_thread(database.drop)
+        if consumer is not None:
+            final = await consumer.stop()
+            if final and final.get("errors"):
+                result.note = "; ".join(
+                    part for part in (result.note, f"errors: {final['errors']}") if part
+                )
+        for cid in client_ids(mode, client_id):
+            await asyncio.to_thread(discard_session, ctx.address, cid)
+        if url is not None and pg_name is None:
+            # (PostgreSQL databases are dropped at the end: DROP DATABASE checkpoints, which
+            # would only slow down the next mode.)
+            await asyncio.to_thread(ctx.dbs.drop, url)
+        result.wall_seconds = round(time.monotonic() - started, 1)
     return result
 
 
-async def _login(
-    runtime: FleetRuntime,
-    publisher: Publisher,
-    panels: list[SimulatedPanel],
-    account_id: int,
-    opts: Options,
-    result: RunResult,
-) -> None:
-    """One login per panel; wait until all are registered and the ingest is idle again.
+def _fill_flat(result: ModeResult, flat: Phase, count: int) -> None:
+    result.messages = count
+    result.processed = flat.processed
+    result.complete = flat.complete
+    result.seconds = flat.seconds
+    result.msg_per_s = flat.msg_per_s
+    result.publish_seconds = round(flat.published["flushed"] - flat.published["first"], 3)
+    result.cpu = flat.cpu
+    if flat.processed:
+        for name in ("consumer", "publisher", "mosquitto", "postgres"):
+            if flat.cpu.get(name):
+                result.cpu_us_per_msg[name] = round(flat.cpu[name] / flat.processed * 1e6, 1)
+    collected = flat.collected
+    result.rejected = {k: v for k, v in collected.get("rejected", {}).items() if v}
+    if collected.get("batches"):
+        result.batches = collected["batches"]
+        result.mean_batch = round(collected["messages"] / collected["batches"], 1)
+        if flat.seconds:
+            result.busy_pct = round(100 * collected["busy"] / flat.seconds, 1)
+            result.transaction_pct = round(100 * collected["transaction"] / flat.seconds, 1)
+            result.sweep_pct = round(100 * collected["sweep"] / flat.seconds, 1)
+        if collected.get("sweeps"):
+            result.sweep_ms = round(1000 * collected["sweep"] / collected["sweeps"], 1)
+    if not flat.complete:
+        missing = flat.published.get("published", 0) - flat.processed
+        result.note = f"{flat.stopped}: {flat.processed:,} of {count:,} processed" + (
+            f" ({missing:,} published but never processed)" if missing > 0 else ""
+        )
 
-    Each login already carries the device id its panel is about to be given (a database numbers
-    new devices in arrival order), as a panel that was synced before does. A login with a wrong
-    id makes the ingest send that panel a device-id sync command (four transactions, run inside
-    the ingest loop) and resend it until the panel reports the right id: with panels that never
-    answer, that storm would still be running during the timed phase.
-    """
-    stats = runtime.pipeline.stats
-    async with runtime.engine.connect() as conn:
-        offset = int(await conn.scalar(sa.select(sa.func.max(devices.c.id))) or 0)
-    for index, panel in enumerate(panels):
-        panel.device_db_id = offset + index + 1
+
+async def _paced(
+    ctx: Context, consumer: Consumer, mode: Mode, result: ModeResult, capacity: float
+) -> None:
+    """The latency run: the paced messages at half the measured capacity (or --rate)."""
+    opts, workload = ctx.opts, ctx.workload
+    rate = opts.rate or capacity / 2
+    available = len(workload.segments["paced"])
+    count = min(available, max(min(MIN_PACED, available), round(rate * opts.paced_seconds)))
+    job = PublishJob("paced", 0, count, mode.qos, rate=rate, timeout=opts.timeout, record=True)
+    phase = await run_phase(ctx, consumer, job)
+    published_at = dict(zip(workload.keys["paced"][:count], phase.published["times"], strict=True))
+    latencies = [
+        at - published_at[(host, seq)]
+        for host, seq, at in phase.collected.get("commits", [])
+        if (host, seq) in published_at
+    ]
+    result.latency = {
+        "rate": round(rate, 1),
+        "messages": count,
+        "achieved_rate": round(
+            count / max(1e-9, phase.published["sent"] - phase.published["first"]), 1
+        ),
+        "complete": phase.complete,
+        "basis": (
+            "publish → batch applied (device_status.last_seen of each device's last message)"
+            if mode.kind == "workers"
+            else "publish → commit"
+        ),
+        **latency_summary(latencies),
+    }
+    if "arrivals" in phase.collected:
+        result.arrival_latency = latency_summary(phase.collected["arrivals"])
+    alarms = phase.collected.get("alarms")
+    if alarms is not None:
+        delays = []
+        for position in workload.alarms:
+            if position >= count:
+                break
+            key = workload.keys["paced"][position]
+            device_id = ctx.hostname_index[key[0]] + 1
+            if device_id in alarms:
+                delays.append(alarms[device_id] - published_at[key])
+        expected = sum(1 for position in workload.alarms if position < count)
+        result.alarm_latency = {"alarms": expected, **latency_summary(delays)}
+
+
+# --------------------------------------------------------------------------- memory per device
+
+
+def _memory_main(conn: Connection, progress: Any, *, devices: int, seed: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        answer = asyncio.run(_memory_measure(devices, seed))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", answer))
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def _memory_measure(devices: int, seed: int) -> dict[str, Any]:
+    """Register `devices` panels (seeded in SQLite), then send each one heartbeat through the
+    pipeline directly (no broker): each device is then known to Fleet's caches, as after a
+    restart. The first devices pay for one-off costs (compiled statements, imports) and are left
+    out. RSS growth per device is measured without tracemalloc (whose own traces would inflate
+    it); then the Python heap that the last `traced` devices add is measured with tracemalloc."""
+    from fleet.config import Settings
+    from fleet.runtime import FleetRuntime
+    from fleet.sim.alarm_panel import SimulatedPanel
+
+    base = f"mem{uuid.uuid4().hex[:8]}"
+    rng = random.Random(seed)
+    macs: dict[bytes, None] = {}
+    while len(macs) < devices:
+        macs[random_mac(rng)] = None
+    registry = Workload(
+        base=base,
+        hostnames=[hostname_from_mac(mac) for mac in macs],
+        macs=[":".join(f"{b:02X}" for b in mac) for mac in macs],
+        segments={},
+        keys={},
+        # Where panels are, as their logins report it (two NUMERIC(10,7) each: Decimals).
+        locations=[
+            (
+                "ES",
+                rng.randint(1, 9),
+                Decimal(f"{40.4 + rng.uniform(-0.2, 0.2):.7f}"),
+                Decimal(f"{-3.7 + rng.uniform(-0.2, 0.2):.7f}"),
+            )
+            for _ in range(devices)
+        ],
+    )
+    directory = Path(tempfile.mkdtemp(prefix="fleet-bench-memory-"))
+    url = f"sqlite:///{directory / 'fleet.db'}"
+    try:
+        await seed_devices(url, registry, migrate=True)
+        del registry
+        runtime = FleetRuntime(
+            Settings(
+                database_url=url,
+                mqtt_url="mqtt://127.0.0.1:9",  # never connected: messages go in directly
+                alarm_topic_base=base,
+                alarm_topic_filter=f"{base}/pb/d/+/+",
+                alarm_hmac_key=KEY.hex(),
+            )
+        )
+        pipeline = runtime.pipeline
+        mac_list = list(macs)
+        del macs
+
+        async def feed(start: int, stop: int) -> None:
+            for first in range(start, stop, 2000):
+                now = time.time()
+                batch = []
+                for index in range(first, min(stop, first + 2000)):
+                    panel = SimulatedPanel(
+                        base=base, key=KEY, rng=random.Random(index), mac=mac_list[index]
+                    )
+                    panel.device_db_id = index + 1
+                    topic, payload = panel.heartbeat(now)
+                    batch.append(InboundMessage(topic, payload, 0, 0, now, 0))
+                await pipeline.process(batch)
+
+        warm = min(1000, max(1, devices // 10))
+        traced = min(10_000, max(1, devices // 10))
+        started = time.monotonic()
+        await feed(0, warm)
+        gc.collect()
+        rss_before = _rss_bytes()
+        await feed(warm, devices - traced)
+        gc.collect()
+        rss_after = _rss_bytes()
+        tracemalloc.start()
+        await feed(devices - traced, devices)
+        gc.collect()
+        heap, _peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        known = len(pipeline.handler.states)
+        seconds = time.monotonic() - started
+        await runtime.engine.dispose()
+        rss_per_device = (rss_after - rss_before) / max(1, devices - traced - warm)
+        return {
+            "devices": devices,
+            "known": known,
+            "heap_bytes_per_device": round(heap / traced),
+            "rss_bytes_per_device": round(rss_per_device),
+            # the process with every device known (the traced ones at the untraced rate)
+            "rss_mb": round((rss_after + traced * rss_per_device) / 2**20, 1),
+            "seconds": round(seconds, 1),
+            "rejected": dict(pipeline.stats.rejected),
+        }
+    finally:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+
+async def measure_memory(opts: Options) -> dict[str, Any]:
+    process = ConsumerProcess(_memory_main, "memory", devices=opts.memory_devices, seed=opts.seed)
+    try:
+        return dict(await process.ready(within=max(120.0, opts.memory_devices / 500)))
+    finally:
+        await process.stop()
+
+
+# --------------------------------------------------------------------------- the whole run
+
+
+def plan(opts: Options) -> list[Mode]:
+    modes: list[Mode] = []
+    if "ceiling" in opts.modes:
+        modes += [Mode("ceiling", None, qos) for qos in opts.qos_levels]
+    if "naive" in opts.modes:
+        modes += [Mode("naive", db, 0) for db in opts.databases]
+    if "fleet" in opts.modes:
+        modes += [Mode("fleet", db, qos) for db in opts.databases for qos in opts.qos_levels]
+    if "workers" in opts.modes and "postgres" in opts.databases:
+        modes += [Mode("workers", "postgres", 1, n) for n in opts.workers]
+    return modes
+
+
+def add_ratios(results: list[ModeResult]) -> None:
+    ceiling = {r.qos: r.msg_per_s for r in results if r.kind == "ceiling" and r.msg_per_s}
+    naive = {r.database: r.msg_per_s for r in results if r.kind == "naive" and r.msg_per_s}
+    for r in results:
+        if r.kind in ("fleet", "workers") and r.msg_per_s:
+            if ceiling.get(r.qos):
+                r.vs_ceiling = round(r.msg_per_s / ceiling[r.qos], 2)
+            if naive.get(r.database):
+                r.vs_naive = round(r.msg_per_s / naive[r.database], 1)
+
+
+async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
+    machine = machine_info(opts)
+    broker: PrivateMosquitto | None = None
+    if opts.broker is None:
+        broker = await asyncio.to_thread(PrivateMosquitto(max_inflight=opts.max_inflight).start)
+        broker_url = broker.url
+    else:
+        broker_url = opts.broker
+    address = parse_mqtt_url(broker_url)
+    base = f"bench{uuid.uuid4().hex[:8]}"
+    modes = plan(opts)
+    results: list[ModeResult] = []
+    memory: dict[str, Any] | None = None
+    dbs: Databases | None = None
+    publisher: Publisher | None = None
     started = time.monotonic()
-    now = time.time()
-    logins = [panel.login(now) for panel in panels]
-    publisher.start(PublishJob(logins, result.qos, window=opts.window, timeout=opts.timeout))
-
-    def all_answered() -> bool:
-        done = stats.accepted["login"] + sum(stats.rejected.values())
-        publisher.processed.value = done
-        return done >= len(panels)  # registered, or refused: waiting longer will not help
-
-    await _until(all_answered, opts.timeout)
-    await publisher.finish(opts.timeout)
-    if stats.accepted["login"] < len(panels):
-        rejected = dict(stats.rejected)
-        hint = f"rejected: {rejected}" if rejected else "none rejected"
-        if result.qos == 1 and not rejected:
-            hint += (
-                "; the broker may have dropped logins (max_queued_messages, see bench/README.md)"
+    try:
+        if modes:
+            console.print(
+                f"generating {2 * opts.devices:,} warm-up messages and "
+                f"{2 * opts.messages:,} heartbeats …"
             )
-        raise BenchError(
-            f"only {stats.accepted['login']} of {len(panels)} panels registered ({hint})"
-        )
-    await _settle(runtime)
-    result.login_seconds = round(time.monotonic() - started, 3)
-    async with runtime.engine.connect() as conn:
-        rows = await conn.execute(
-            sa.select(devices.c.hostname, devices.c.id).where(devices.c.account_id == account_id)
-        )
-        ids = {hostname: device_id for hostname, device_id in rows}
-    resynced = sum(panel.device_db_id != ids[panel.hostname] for panel in panels)
-    if resynced:
-        result.note = f"{resynced} panels got another device id than their login carried"
-    # The heartbeats carry the right id, so the first one of each panel ends any sync.
-    for panel in panels:
-        panel.device_db_id = ids[panel.hostname]
-
-
-async def _timed_phase(
-    runtime: FleetRuntime,
-    publisher: Publisher,
-    panels: list[SimulatedPanel],
-    account_id: int,
-    database: str | None,
-    timer: BatchTimer,
-    opts: Options,
-    result: RunResult,
-) -> None:
-    pipeline, link = runtime.pipeline, runtime.link
-    stats = pipeline.stats
-    now = time.time()
-    frames = [panels[i % len(panels)].heartbeat(now) for i in range(opts.messages)]
-    rows_before = await _count_rows(runtime, account_id)
-    hb_before, batches_before = stats.accepted["hb"], stats.batches
-    rejected_before = Counter(stats.rejected)
-    pipeline.latencies.clear()
-    timer.reset()
-    cpu_before = cpu_snapshot(database)
-
-    def processed() -> int:
-        rejected = sum((stats.rejected - rejected_before).values())
-        return stats.accepted["hb"] - hb_before + rejected
-
-    def received() -> int:
-        return processed() + link.pending()
-
-    publisher.start(PublishJob(frames, result.qos, opts.rate, opts.window, opts.timeout))
-    deadline = time.monotonic() + opts.timeout
-    last_progress, seen = time.monotonic(), -1
-    stopped = ""
-    while stats.accepted["hb"] - hb_before < opts.messages:
-        now_mono = time.monotonic()
-        publisher.poll()
-        publisher.processed.value = processed()
-        progress = received()
-        if progress != seen:
-            seen, last_progress = progress, now_mono
-        elif publisher.result is not None and now_mono - last_progress > opts.stall:
-            stopped = f"no message arrived for {opts.stall:.0f} s after publishing ended"
-            break
-        if now_mono > deadline:
-            stopped = f"timed out after {opts.timeout:.0f} s"
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    cpu_after = cpu_snapshot(database)
-    published = await publisher.finish(opts.timeout)
-
-    result.published = int(published["published"])
-    result.received = received()
-    result.accepted = stats.accepted["hb"] - hb_before
-    result.rejected = dict(stats.rejected - rejected_before)
-    result.complete = result.accepted == opts.messages
-    result.batches = stats.batches - batches_before
-    result.mean_batch = round(sum(timer.sizes) / len(timer.sizes), 1) if timer.sizes else None
-    result.publish_seconds = round(published["flushed"] - published["first"], 3)
-    result.window_wait_seconds = round(published["window_wait"], 3)
-    if timer.last_commit is not None and result.accepted:
-        seconds = timer.last_commit - published["first"]
-        result.seconds = round(seconds, 3)
-        result.msg_per_s = round(result.accepted / seconds, 1) if seconds > 0 else None
-        if seconds > 0:
-            result.ingest_busy_pct = round(100 * timer.busy / seconds, 1)
-            result.transaction_pct = round(100 * timer.in_transaction / seconds, 1)
-    latencies = sorted(pipeline.latencies)
-    for name, fraction in (("p50_ms", 0.5), ("p99_ms", 0.99), ("max_ms", 1.0)):
-        value = percentile(latencies, fraction)
-        setattr(result, name, None if value is None else round(value * 1000, 2))
-    result.rows_stored = await _count_rows(runtime, account_id) - rows_before
-    result.cpu = cpu_delta(cpu_before, cpu_after)
-    result.cpu["publisher"] = round(published["cpu"], 2)
-    if "machine_busy_s" in result.cpu:
-        ours = sum(result.cpu[name] for name in ("ingest", "publisher", "mosquitto", "postgres"))
-        result.cpu["other"] = round(max(0.0, result.cpu["machine_busy_s"] - ours), 2)
-    if not result.complete:
-        missing = result.published - result.received
-        detail = (
-            f"{result.received:,} of {result.published:,} published heartbeats reached the "
-            f"ingest ({missing:,} missing), {result.accepted:,} committed"
-        )
-        if result.qos == 1 and missing > 0:
-            detail += (
-                "; at QoS 1 Mosquitto drops what exceeds its per-client queue "
-                "(max_queued_messages, default 1000) while the ingest holds its window of "
-                "unacknowledged messages (max_inflight_messages, default 20); --window 800 "
-                "keeps the publisher within that queue, or raise both limits for the ingest's "
-                "client (see bench/README.md)"
+            workload = await asyncio.to_thread(
+                make_workload, opts.devices, opts.messages, opts.messages, opts.seed, base
             )
-        result.note = "; ".join(
-            part for part in (result.note, f"{stopped}: {detail}" if stopped else detail) if part
-        )
+            dbs = Databases(opts.pg_admin, opts.pg_template, workload)
+            publisher = Publisher(address, f"fleet-bench-pub-{base}", workload)
+            needed = sorted({mode.database for mode in modes if mode.database is not None})
+            console.print(f"seeding {', '.join(needed) or 'no'} template databases …")
+            for kind in needed:
+                await dbs.prepare(kind)
+                if any(mode.kind == "naive" for mode in modes):
+                    await dbs.prepare_warm(kind)
+            await publisher.ready()
+            console.print(f"ready after {time.monotonic() - started:.1f} s")
+            ctx = Context(
+                opts,
+                workload,
+                dbs,
+                publisher,
+                address,
+                broker_url,
+                broker,
+                console,
+                {hostname: index for index, hostname in enumerate(workload.hostnames)},
+            )
+            for mode in modes:
+                console.print(f"[bold]{mode.name}[/] …")
+                results.append(await run_mode(ctx, mode))
+                console.print("   " + summary_line(results[-1]))
+        if "memory" in opts.modes and opts.memory_devices:
+            console.print(f"[bold]memory[/]: {opts.memory_devices:,} devices …")
+            try:
+                memory = await measure_memory(opts)
+            except BenchError as exc:
+                memory = {"devices": opts.memory_devices, "note": str(exc)}
+    finally:
+        if publisher is not None:
+            await asyncio.to_thread(publisher.stop)
+        if dbs is not None:
+            await asyncio.to_thread(dbs.close)
+        dropped = broker.dropped_warnings() if broker is not None else None
+        if broker is not None:
+            await asyncio.to_thread(broker.stop)
+    add_ratios(results)
+    machine["loadavg_after"] = _loadavg()
+    return {
+        "machine": machine,
+        "options": asdict(opts),
+        "broker": {
+            "url": broker_url,
+            "private": broker is not None,
+            "max_inflight_messages": broker.max_inflight if broker is not None else None,
+            "max_queued_messages": broker.max_queued if broker is not None else None,
+            "dropped_warnings": dropped,
+        },
+        "seconds": round(time.monotonic() - started, 1),
+        "modes": [asdict(result) for result in results],
+        "memory": memory,
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -733,112 +1026,213 @@ def machine_info(opts: Options) -> dict[str, Any]:
                 break
     with contextlib.suppress(OSError, ValueError):
         # Other work on the machine skews every figure: recorded so that a reader can tell.
-        info["loadavg_1m"] = float(Path("/proc/loadavg").read_text().split()[0])
+        info["loadavg_before"] = [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [PrivateMosquitto().binary, "-h"], capture_output=True, text=True, timeout=5
+        ).stdout
+        info["mosquitto"] = out.splitlines()[0].split()[-1] if out else None
     if "postgres" in opts.databases:
         with (
             contextlib.suppress(psycopg.Error),
             psycopg.connect(opts.pg_admin, connect_timeout=5) as conn,
         ):
             row = conn.execute("SHOW server_version").fetchone()
-            info["postgres"] = row[0] if row else None
+            info["postgres"] = row[0].split()[0] if row else None
     return info
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def _fmt(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def render(console: Console, machine: dict[str, Any], opts: Options, runs: list[RunResult]) -> None:
+def summary_line(r: ModeResult) -> str:
+    text = f"{_fmt(r.msg_per_s)} msg/s ({r.processed:,}/{r.messages:,})"
+    if r.latency:
+        text += (
+            f"; at {_fmt(r.latency['rate'])}/s p50 {_fmt(r.latency['p50_ms'], 1)} ms, "
+            f"p99 {_fmt(r.latency['p99_ms'], 1)} ms"
+        )
+    if r.alarm_latency:
+        text += f"; alarm p99 {_fmt(r.alarm_latency.get('p99_ms'), 1)} ms"
+    text += f" ({_fmt(r.wall_seconds, 1)} s)"
+    return text + (f" [yellow]{r.note}[/]" if r.note else "")
+
+
+def render(console: Console, report: dict[str, Any]) -> None:
+    machine, broker = report["machine"], report["broker"]
+    load = machine.get("loadavg_before")
     console.print(
         f"[bold]machine[/]: {machine['nproc']} CPUs ({machine['cpu_model']}), "
-        f"{machine['ram_gib']} GiB RAM, Python {machine['python']}"
-        + (f", load {machine['loadavg_1m']:.2f} before the runs" if "loadavg_1m" in machine else "")
-        + (f", PostgreSQL {machine['postgres']}" if machine.get("postgres") else "")
+        f"{machine['ram_gib']} GiB RAM, Python {machine['python']}, "
+        f"PostgreSQL {machine.get('postgres', '—')}, Mosquitto {machine.get('mosquitto', '—')}"
+        + (f"; load average {load[0]:.2f} before the run" if load else "")
     )
-    table = Table(
-        title=f"Fleet ingest: {opts.messages:,} heartbeats from {opts.panels:,} panels "
-        f"via {opts.broker}"
-    )
-    for name in ("database", "qos", "messages", "received", "msg/s", "p50 ms", "p99 ms"):
-        table.add_column(name, justify="left" if name == "database" else "right")
-    for name in ("batches", "rows stored", "rejected"):
-        table.add_column(name, justify="right")
-    for run in runs:
-        mark = "" if run.complete else "*"
-        table.add_row(
-            run.database,
-            str(run.qos),
-            f"{run.messages:,}",
-            f"{run.received:,}",
-            _fmt(run.msg_per_s, 0) + mark,
-            _fmt(run.p50_ms),
-            _fmt(run.p99_ms),
-            f"{run.batches:,}",
-            f"{run.rows_stored:,}",
-            f"{sum(run.rejected.values()):,}",
+    console.print(
+        f"[bold]broker[/]: {broker['url']}"
+        + (
+            f" (private: max_inflight_messages {broker['max_inflight_messages']}, "
+            f"max_queued_messages {broker['max_queued_messages']}; "
+            f"drop warnings in its log: {broker['dropped_warnings']})"
+            if broker["private"]
+            else ""
         )
-    console.print(table)
-    detail = Table(title="where the time went (timed phase)")
+    )
+    opts = report["options"]
+    table = Table(
+        title=f"{opts['devices']:,} devices; {opts['messages']:,} heartbeats flat out "
+        f"({opts['naive_messages']:,} for naive), then paced at half of each rate"
+    )
     for name in (
-        "database",
-        "qos",
-        "login s",
-        "publish s",
-        "commit-last s",
-        "mean batch",
-        "ingest busy %",
-        "in transaction %",
-        "CPU s ingest/pub/mosq/pg/other",
-        "machine busy %",
+        "mode",
+        "msg/s",
+        "x ceiling",
+        "x naive",
+        "paced /s",
+        "p50 ms",
+        "p99 ms",
+        "alarm p99",
+        "CPU s cons/pub/mosq/pg/other",
+        "peak RSS MB",
+        "rows",
     ):
-        detail.add_column(name, justify="left" if name == "database" else "right")
-    for run in runs:
-        cpu = run.cpu
-        detail.add_row(
-            run.database,
-            str(run.qos),
-            _fmt(run.login_seconds, 2),
-            _fmt(run.publish_seconds, 2),
-            _fmt(run.seconds, 2),
-            _fmt(run.mean_batch),
-            _fmt(run.ingest_busy_pct),
-            _fmt(run.transaction_pct),
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for run in report["modes"]:
+        latency, cpu = run["latency"], run["cpu"]
+        rss = run["peak_rss_mb"].get("consumer")
+        rss_text = "+".join(_fmt(v) for v in rss) if isinstance(rss, list) else _fmt(rss)
+        table.add_row(
+            run["mode"],
+            _fmt(run["msg_per_s"]) + ("" if run["complete"] else "*"),
+            _fmt(run["vs_ceiling"], 2),
+            _fmt(run["vs_naive"], 1),
+            _fmt(latency.get("rate")),
+            _fmt(latency.get("p50_ms"), 1),
+            _fmt(latency.get("p99_ms"), 1),
+            _fmt(run["alarm_latency"].get("p99_ms"), 1),
             "/".join(
                 _fmt(cpu.get(name), 1)
-                for name in ("ingest", "publisher", "mosquitto", "postgres", "other")
+                for name in ("consumer", "publisher", "mosquitto", "postgres", "other")
             ),
-            _fmt(cpu.get("machine_busy_pct")),
+            rss_text,
+            _fmt(run["rows_stored"]),
         )
-    console.print(detail)
-    for run in runs:
-        if not run.complete or run.note:
-            console.print(f"[yellow]* {run.database} qos {run.qos}[/]: {run.note}")
+    if report["modes"]:
+        console.print(table)
+        detail = Table(title="Where the time went, flat-out runs")
+        for name in (
+            "mode",
+            "publish s",
+            "run s",
+            "machine busy %",
+            "CPU µs/msg cons/pub/mosq/pg",
+            "batches",
+            "mean batch",
+            "loop busy %",
+            "in transaction %",
+            "sweep % (ms each)",
+        ):
+            detail.add_column(name, justify="left" if name == "mode" else "right")
+        for run in report["modes"]:
+            per_msg = run["cpu_us_per_msg"]
+            detail.add_row(
+                run["mode"],
+                _fmt(run["publish_seconds"], 2),
+                _fmt(run["seconds"], 2),
+                _fmt(run["cpu"].get("machine_busy_pct")),
+                "/".join(
+                    _fmt(per_msg.get(name))
+                    for name in ("consumer", "publisher", "mosquitto", "postgres")
+                ),
+                _fmt(run["batches"]),
+                _fmt(run["mean_batch"]),
+                _fmt(run["busy_pct"], 1),
+                _fmt(run["transaction_pct"], 1),
+                f"{_fmt(run['sweep_pct'], 1)} ({_fmt(run['sweep_ms'], 1)})"
+                if run["batches"]
+                else "—",
+            )
+        console.print(detail)
+    memory = report.get("memory")
+    if memory:
+        if "note" in memory:
+            console.print(f"[bold]memory[/]: [yellow]{memory['note']}[/]")
+        else:
+            console.print(
+                f"[bold]memory[/]: {memory['known']:,} known devices: "
+                f"{memory['heap_bytes_per_device']:,} B/device of Python heap (tracemalloc), "
+                f"{memory['rss_bytes_per_device']:,} B/device of RSS; "
+                f"the process's RSS with them all: {memory['rss_mb']:,} MB "
+                f"({memory['seconds']:.0f} s)"
+            )
+    for run in report["modes"]:
+        if run["note"]:
+            console.print(f"[yellow]* {run['mode']}[/]: {run['note']}")
+    console.print(f"{report['seconds']:.0f} s in all")
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
+def _csv(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(unknown)}")
+    return items
+
+
+def parse_args(
+    argv: Sequence[str] | None, prog: str = "python -m bench.ingest"
+) -> tuple[Options, Path | None]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.ingest", description=__doc__.split("\n\n")[0] if __doc__ else None
+        prog=prog, description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--messages", type=int, default=DEFAULT_MESSAGES, help="heartbeats")
-    parser.add_argument("--panels", type=int, default=DEFAULT_PANELS, help="simulated panels")
+    parser.add_argument("--quick", action="store_true", help="a reduced run (about a minute)")
+    parser.add_argument("--devices", "--panels", type=int, default=None, help="simulated panels")
+    parser.add_argument("--messages", type=int, default=None, help="heartbeats flat out")
+    parser.add_argument("--naive-messages", type=int, default=None, help="... for naive")
+    parser.add_argument(
+        "--paced-seconds", type=float, default=None, help="length of the latency run"
+    )
+    parser.add_argument(
+        "--memory-devices", type=int, default=None, help="devices for the memory figure"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        type=lambda text: _csv(text, MODES, "mode"),
+        help=f"comma-separated, of {','.join(MODES)}",
+    )
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--qos", choices=("0", "1", "both"), default="both")
-    parser.add_argument("--broker", default=DEFAULT_BROKER, help="mqtt://[user:pass@]host:port")
     parser.add_argument(
-        "--pg-admin", default=DEFAULT_PG_ADMIN, help="URL allowed to CREATE/DROP DATABASE"
+        "--workers",
+        default=None,
+        help="fleet ingest processes for the workers mode, comma-separated (default 1,2; "
+        "--quick: 2)",
+    )
+    parser.add_argument(
+        "--broker", default=None, help="mqtt://[user:pass@]host:port (default: a private one)"
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=MAX_INFLIGHT,
+        help=f"the private broker's max_inflight_messages (default {MAX_INFLIGHT}, 0: no limit)",
+    )
+    parser.add_argument(
+        "--pg-admin", default=Options.pg_admin, help="URL allowed to CREATE/DROP DATABASE"
     )
     parser.add_argument("--pg-template", default=None, help="clone this migrated database")
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="publish at most this many msg/s (0: flat out)"
+        "--rate", type=float, default=0.0, help="rate of the latency run (default: half)"
     )
     parser.add_argument(
         "--window",
         type=int,
         default=0,
-        help="keep at most this many heartbeats published but not yet committed (0: no cap)",
+        help="keep at most this many messages published but not yet processed (0: no cap)",
     )
     parser.add_argument("--batch-max", type=int, default=None, help="FLEET_INGEST_BATCH_MAX")
     parser.add_argument(
@@ -846,22 +1240,36 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument(
-        "--stall", type=float, default=5.0, help="give up after this long without a message"
+        "--stall", type=float, default=5.0, help="give up after this long without progress"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default=None, help="write a cProfile per Fleet run here")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument(
-        "--strict", action="store_true", help="exit 1 unless every message was committed"
+        "--strict", action="store_true", help="exit 1 unless every mode processed everything"
     )
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.panels < 1:
-        parser.error("--messages and --panels must be at least 1")
+    quick = args.quick
+
+    def pick(value: Any, full: Any, reduced: Any) -> Any:
+        return value if value is not None else (reduced if quick else full)
+
+    try:
+        workers = tuple(int(n) for n in pick(args.workers, "1,2", "2").split(",") if n.strip())
+    except ValueError:
+        parser.error("--workers takes process counts, e.g. 2 or 1,2")
     opts = Options(
-        messages=args.messages,
-        panels=args.panels,
+        devices=pick(args.devices, DEFAULT_DEVICES, 2_000),
+        messages=pick(args.messages, DEFAULT_MESSAGES, 10_000),
+        naive_messages=pick(args.naive_messages, DEFAULT_NAIVE_MESSAGES, 2_000),
+        paced_seconds=pick(args.paced_seconds, DEFAULT_PACED_SECONDS, 2.0),
+        memory_devices=pick(args.memory_devices, DEFAULT_MEMORY_DEVICES, 10_000),
+        modes=args.modes,
         databases=("sqlite", "postgres") if args.db == "both" else (args.db,),
         qos_levels=(0, 1) if args.qos == "both" else (int(args.qos),),
+        workers=workers,
         broker=args.broker,
+        max_inflight=args.max_inflight,
         pg_admin=args.pg_admin,
         pg_template=args.pg_template,
         rate=args.rate,
@@ -872,49 +1280,46 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Options, Path | None]:
         stall=args.stall,
         seed=args.seed,
         strict=args.strict,
+        profile=args.profile,
+        quick=quick,
     )
+    if opts.devices < 1 or opts.messages < 1 or opts.naive_messages < 1:
+        parser.error("--devices, --messages and --naive-messages must be at least 1")
+    if any(n < 1 for n in opts.workers):
+        parser.error("--workers counts must be at least 1")
     return opts, args.json
 
 
-async def run_all(opts: Options, console: Console) -> list[RunResult]:
-    runs = []
-    for db_kind in opts.databases:
-        for qos in opts.qos_levels:
-            console.print(f"running {db_kind} qos {qos} …")
-            runs.append(await run_one(db_kind, qos, opts))
-    return runs
-
-
-def main(argv: Sequence[str] | None = None, console: Console | None = None) -> dict[str, Any]:
+def main(
+    argv: Sequence[str] | None = None,
+    console: Console | None = None,
+    prog: str = "python -m bench.ingest",
+) -> dict[str, Any]:
     """Run the benchmark; print the tables and return (and with --json, write) the figures."""
-    opts, json_path = parse_args(argv)
+    opts, json_path = parse_args(argv, prog)
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped into a file: do not squeeze the tables into 80 columns
-            console = Console(width=160)
-    machine = machine_info(opts)
-    runs = asyncio.run(run_all(opts, console))
-    render(console, machine, opts, runs)
-    report = {
-        "machine": machine,
-        "options": asdict(opts),
-        "runs": [asdict(run) for run in runs],
-    }
+            console = Console(width=180)
+    report = asyncio.run(run_bench(opts, console))
+    render(console, report)
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"figures written to {json_path}")
     return report
 
 
-def _cli() -> None:
+def exit_status(report: dict[str, Any]) -> int:
+    """1 if a mode never reached its timed run (or, with --strict, left anything unprocessed)."""
+    failed = [run for run in report["modes"] if run["msg_per_s"] is None]
+    partial = [run for run in report["modes"] if not run["complete"]]
+    return 1 if failed or (report["options"]["strict"] and partial) else 0
+
+
+def cli(argv: Sequence[str] | None = None, prog: str = "python -m bench.ingest") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = main()
-    # A run that never reached its timed phase is a failure; a partial one (QoS 1 messages the
-    # broker dropped) is a result, reported as such, unless --strict asks for every message.
-    failed = [run for run in report["runs"] if run["seconds"] is None]
-    partial = [run for run in report["runs"] if not run["complete"]]
-    sys.exit(1 if failed or (report["options"]["strict"] and partial) else 0)
+    return exit_status(main(argv, prog=prog))
 
 
 if __name__ == "__main__":
-    _cli()
+    sys.exit(cli())

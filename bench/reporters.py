@@ -35,14 +35,16 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -72,8 +74,14 @@ class Figures:
     period_seconds: float
     concurrency: int
     loaders: int
+    client: str = "httpx"
     register_rps: float = 0.0
+    register_cpu_us: float = 0.0  # Fleet's process CPU time per request
     steady_rps: float = 0.0
+    steady_cpu_us: float = 0.0
+    steady_mean_batch: float = 0.0  # reports per transaction (fleet_report_batch_size)
+    steady_capacity_per_core_rps: float = 0.0  # 1 s / steady_cpu_us: a figure that a busy
+    # machine (other processes taking CPU from Fleet) does not distort
     steady_p50_ms: float = 0.0
     steady_p99_ms: float = 0.0
     errors: int = 0
@@ -148,6 +156,31 @@ class Database:
             with psycopg.connect(self.url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
 
+    @contextlib.contextmanager
+    def autovacuum(self, every: float = 10.0) -> Iterator[None]:
+        """VACUUM ANALYZE now and then, as PostgreSQL's autovacuum would (test servers often
+        run without it: plans made on empty-table statistics are slow, dead rows pile up)."""
+        if self.kind != "postgres":
+            yield
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every):
+                with (
+                    contextlib.suppress(psycopg.Error),
+                    psycopg.connect(self.url, autocommit=True) as conn,
+                ):
+                    conn.execute("VACUUM ANALYZE")
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
 
 async def _account(url: str) -> str:
     from fleet.store.engine import create_engine
@@ -162,6 +195,28 @@ async def _account(url: str) -> str:
 
 
 # --------------------------------------------------------------------------- the server process
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batches(base: str) -> tuple[float, float]:
+    """(reports, transactions) so far, from Fleet's /metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    values = {}
+    for line in text.splitlines():
+        for name in ("fleet_report_batch_size_sum", "fleet_report_batch_size_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[1])
+    return values.get("fleet_report_batch_size_sum", 0.0), values.get(
+        "fleet_report_batch_size_count", 0.0
+    )
 
 
 def _free_port() -> int:
@@ -212,6 +267,7 @@ def _loader_main(
     concurrency: int,
     post: float,
     period: str,
+    client_kind: str,
 ) -> None:
     """Send one report per name, `concurrency` at a time, each time the parent says "go"."""
     pipe.send("ready")
@@ -219,45 +275,108 @@ def _loader_main(
         command = pipe.recv()
         if command == "stop":
             return
-        result = asyncio.run(_load(base, token, names, concurrency, post, period, int(command)))
+        result = asyncio.run(
+            _load(base, token, names, concurrency, post, period, client_kind, int(command))
+        )
         pipe.send(result)
 
 
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client (`--client raw`): a load generator that leaves the
+    CPU to Fleet, where httpx needs several times Fleet's own CPU per request."""
+
+    def __init__(self, base: str) -> None:
+        address = base.split("//", 1)[1]
+        self.host, port = address.rsplit(":", 1)
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, headers: dict[str, str], body: bytes) -> int:
+        if self.reader is None or self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {self.host}",
+            f"Content-Length: {len(body)}",
+        ]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def _load(
-    base: str, token: str, names: list[str], concurrency: int, post: float, period: str, seed: int
+    base: str,
+    token: str,
+    names: list[str],
+    concurrency: int,
+    post: float,
+    period: str,
+    client_kind: str,
+    seed: int,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     latencies: list[float] = []
     errors = 0
     queue = list(names)
     rng.shuffle(queue)
+    form = urlencode({"report": REPORT}).encode()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60.0) as client:
 
+        async def send(raw: RawClient, params: dict[str, str], as_post: bool) -> int:
+            if client_kind == "raw":
+                if as_post:
+                    return await raw.request(
+                        "POST",
+                        f"/report/ongoing?{urlencode(params)}",
+                        {"Authorization": f"Bearer {token}",
+                         "Content-Type": "application/x-www-form-urlencoded"},
+                        form,
+                    )  # fmt: skip
+                target = f"/report/ongoing?{urlencode({**params, 'token': token})}"
+                return await raw.request("GET", target, {}, b"")
+            if as_post:
+                response = await client.post(
+                    "/report/ongoing",
+                    params=params,
+                    data={"report": REPORT},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            else:
+                response = await client.get("/report/ongoing", params={**params, "token": token})
+            return response.status_code
+
         async def worker() -> None:
             nonlocal errors
-            while queue:
-                name = queue.pop()
-                params = {"device_id": name, "connection": f"\tssid=net-{name[-2:]}",
-                          "period": period}  # fmt: skip
-                started = time.perf_counter()
-                try:
-                    if rng.random() < post:
-                        response = await client.post(
-                            "/report/ongoing",
-                            params=params,
-                            data={"report": REPORT},
-                            headers={"Authorization": f"Bearer {token}"},
-                        )
-                    else:
-                        response = await client.get(
-                            "/report/ongoing", params={**params, "token": token}
-                        )
-                    if response.status_code != 200:
+            raw = RawClient(base)
+            try:
+                while queue:
+                    name = queue.pop()
+                    params = {"device_id": name, "connection": f"\tssid=net-{name[-2:]}",
+                              "period": period}  # fmt: skip
+                    started = time.perf_counter()
+                    try:
+                        if await send(raw, params, rng.random() < post) != 200:
+                            errors += 1
+                    except (httpx.HTTPError, OSError, ValueError, IndexError):
                         errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
+                        raw.close()
+                        raw = RawClient(base)
+                    latencies.append(time.perf_counter() - started)
+            finally:
+                raw.close()
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -267,7 +386,7 @@ async def _load(
 
 class Loaders:
     def __init__(self, count: int, base: str, token: str, names: list[str], concurrency: int,
-                 post: float, period: float) -> None:  # fmt: skip
+                 post: float, period: float, client_kind: str) -> None:  # fmt: skip
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes = []
@@ -277,7 +396,7 @@ class Loaders:
             share = names[index::count]
             process = context.Process(
                 target=_loader_main,
-                args=(child, base, token, share, per, post, str(period)),
+                args=(child, base, token, share, per, post, str(period), client_kind),
                 daemon=True,
             )
             process.start()
@@ -334,14 +453,22 @@ def _lateness(db: Database, due: dict[int, datetime], since_id: int, timeout: fl
     """Wait until every timer in `due` fired (or timeout); returns fired - due, in seconds."""
     deadline = time.monotonic() + timeout
     fired: dict[int, datetime] = {}
-    while time.monotonic() < deadline and len(fired) < len(due):
-        time.sleep(0.2)
-        rows = db.execute(
-            sa.select(liveness_history.c.device_id, liveness_history.c.at).where(
-                liveness_history.c.id > since_id, liveness_history.c.state == "Offline"
-            )
-        )
-        fired = {row.device_id: row.at for row in rows if row.device_id in due}
+    engine = create_sync_engine(db.url)
+    try:
+        while time.monotonic() < deadline and len(fired) < len(due):
+            time.sleep(0.2)
+            with engine.connect() as conn:  # only what is new since the last look
+                rows = conn.execute(
+                    sa.select(
+                        liveness_history.c.id, liveness_history.c.device_id, liveness_history.c.at
+                    ).where(liveness_history.c.id > since_id, liveness_history.c.state == "Offline")
+                ).all()
+            for row in rows:
+                since_id = max(since_id, row.id)
+                if row.device_id in due:
+                    fired[row.device_id] = row.at
+    finally:
+        engine.dispose()
     return [(fired[i] - due[i]).total_seconds() for i in fired]
 
 
@@ -362,6 +489,7 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
         period_seconds=args.period,
         concurrency=args.concurrency,
         loaders=args.loaders,
+        client=args.client,
         needed_rps=args.devices / args.period,
         machine={"python": sys.version.split()[0], "cpus": os.cpu_count(),
                  "platform": platform.platform()},
@@ -369,6 +497,7 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
     db.create()
     server = None
     loaders = None
+    autovacuum = contextlib.ExitStack()
     try:
         token = asyncio.run(_account(db.url))
         port = _free_port()
@@ -379,21 +508,41 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
         asyncio.run(_wait_up(base))
         names = [f"probe-{n:06d}" for n in range(args.devices)]
         loaders = Loaders(
-            args.loaders, base, token, names, args.concurrency, args.post_fraction, args.sent_period
+            args.loaders,
+            base,
+            token,
+            names,
+            args.concurrency,
+            args.post_fraction,
+            args.sent_period,
+            args.client,
         )
         empty = db.size()
 
+        assert server.pid is not None
+        cpu = _cpu_seconds(server.pid)
+        autovacuum.enter_context(db.autovacuum())
         rps, _, errors = loaders.run(seed=1)
         figures.register_rps = rps
-        log(f"[{database}] registered {args.devices} devices: {rps:,.0f} requests/s")
+        figures.register_cpu_us = (_cpu_seconds(server.pid) - cpu) / args.devices * 1e6
+        log(f"[{database}] registered {args.devices} devices: {rps:,.0f} requests/s, "
+            f"{figures.register_cpu_us:.0f} us of Fleet's CPU each")  # fmt: skip
         db.vacuum()
         registered = db.size()
         figures.bytes_per_device = (registered - empty) / args.devices
 
         started = time.monotonic()
+        cpu = _cpu_seconds(server.pid)
+        reports, transactions = _batches(base)
         rps, latencies, more_errors = loaders.run(seed=2)
+        more_reports, more_transactions = _batches(base)
+        figures.steady_mean_batch = (more_reports - reports) / max(
+            1.0, more_transactions - transactions
+        )
         steady_seconds = time.monotonic() - started
         figures.steady_rps = rps
+        figures.steady_cpu_us = (_cpu_seconds(server.pid) - cpu) / args.devices * 1e6
+        figures.steady_capacity_per_core_rps = 1e6 / figures.steady_cpu_us
         figures.steady_p50_ms = statistics.median(latencies) * 1000
         figures.steady_p99_ms = _percentile(latencies, 0.99) * 1000
         figures.errors = errors + more_errors
@@ -403,7 +552,10 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
         )
         log(
             f"[{database}] steady reports: {rps:,.0f} requests/s, p99 "
-            f"{figures.steady_p99_ms:.1f} ms (needed: {figures.needed_rps:,.0f}/s)"
+            f"{figures.steady_p99_ms:.1f} ms, {figures.steady_mean_batch:.0f} per transaction, "
+            f"{figures.steady_cpu_us:.0f} us of Fleet's CPU each "
+            f"= {figures.steady_capacity_per_core_rps:,.0f}/s per core "
+            f"(needed: {figures.needed_rps:,.0f}/s)"
         )
 
         ids = [int(row[0]) for row in db.execute(sa.select(liveness.c.device_id))]
@@ -435,6 +587,7 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
         log(f"[{database}] all {len(late)} fired over {args.all_window:.0f} s: p99 late "
             f"{figures.all_lateness_p99_ms:.0f} ms")  # fmt: skip
     finally:
+        autovacuum.close()
         if loaders is not None:
             loaders.stop()
         if server is not None:
@@ -452,6 +605,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="sqlite")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight, total")
     parser.add_argument("--loaders", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--client", choices=["httpx", "raw"], default="httpx",
+                        help="httpx, or a minimal keep-alive client that leaves the CPU to "
+                        "Fleet (on a small machine httpx saturates before Fleet does)")  # fmt: skip
     parser.add_argument("--post-fraction", type=float, default=0.5,
                         help="share of reports sent as POST with a form report")  # fmt: skip
     parser.add_argument("--fire-window", type=float, default=10.0,
@@ -469,7 +625,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, log: Any = print) -> list[Figures]:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None, log: Any = _print) -> list[Figures]:
     args = parse_args(argv)
     databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     results = [run(args, database, log) for database in databases]

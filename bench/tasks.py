@@ -69,6 +69,7 @@ class TaskFigures:
     failed: int
     commands_received: int  # by the head-end, repeats included
     repeats: int
+    ingest: dict[str, int]  # answers applied / ignored / refused, by kind or reason
 
 
 async def run_task_bench(
@@ -159,6 +160,10 @@ async def run_task_bench(
             failed=doc["counts"]["FAILED"] + doc["counts"]["TIMEOUT"],
             commands_received=hes.stats.received,
             repeats=hes.stats.repeats,
+            ingest={
+                **runtime.pipeline.stats.accepted,
+                **{f"refused:{k}": v for k, v in runtime.pipeline.stats.rejected.items()},
+            },
         )
     finally:
         await runtime.stop()
@@ -222,7 +227,7 @@ async def _one_database(kind: str, args: argparse.Namespace) -> TaskFigures:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--devices", type=int, default=10_000)
@@ -231,7 +236,7 @@ def main() -> None:
     parser.add_argument("--broker", default=DEFAULT_BROKER)
     parser.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN)
     parser.add_argument("--json", help="also write the figures to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     kinds = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     figures: list[dict[str, Any]] = []
@@ -250,6 +255,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)
+    return figures
 
 
 if __name__ == "__main__":

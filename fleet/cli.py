@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -293,6 +294,47 @@ def _load_test(
                 username=address.username,
                 password=address.password,
             )
+
+
+bench_app = typer.Typer(
+    help="Benchmarks (from a source checkout: bench/ is not part of the installed package).",
+    no_args_is_help=True,
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _bench_module(name: str) -> ModuleType:
+    """Import bench/<name>.py from the checkout this Fleet runs from, or say why not."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "bench" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        return importlib.import_module(f"bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("bench", f"bench.{name}"):
+            raise
+        console.print(
+            "[red]error:[/red] `fleet bench` runs from a source checkout of Fleet: the bench/ "
+            "directory is not part of the installed package. Clone the repository, install it "
+            "with `pip install -e .` and run `fleet bench` (or `python -m bench.ingest`) there."
+        )
+        raise typer.Exit(2) from exc
+
+
+@bench_app.command(
+    "ingest",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_ingest(ctx: typer.Context) -> None:
+    """Ingest throughput and latency beside a bare subscriber and the naive per-message design
+    (the options of `python -m bench.ingest`; --help lists them)."""
+    module = _bench_module("ingest")
+    raise typer.Exit(module.cli(ctx.args, prog="fleet bench ingest"))
 
 
 def main() -> None:

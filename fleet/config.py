@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     task_dispatch_batch: int = Field(
         default=500, ge=1, le=5000, description="Most task devices dispatched per transaction."
     )
+    task_max_in_flight: int = Field(
+        default=1000,
+        ge=1,
+        description="Most commands of one task sent and not yet answered: a slow head-end "
+        "slows the task down instead of piling up answers.",
+    )
     ingest_partition: str = Field(
         default="",
         description="'k/N': this process ingests only its share of the devices (by a hash of the "

@@ -16,6 +16,7 @@ from starlette.types import Lifespan
 from fleet.api.context import ApiContext
 from fleet.api.deps import get_principal
 from fleet.api.errors import EXCEPTION_HANDLERS, MAX_BODY_BYTES, BodySizeLimit
+from fleet.api.redact import redact_tokens_in_access_log
 from fleet.api.routes import (
     alarms,
     commands,
@@ -97,6 +98,7 @@ def build_api(ctx: ApiContext, *, lifespan: Lifespan[FastAPI] | None = None) -> 
     api.include_router(registry.router)  # POST /devices (meters), PUT /devices/{id}/tags
     api.include_router(tasks.router)  # /tasks…, POST /commands/{id}/cancel
     api.include_router(stats.router)  # GET /stats/commands
+    redact_tokens_in_access_log()  # reporters may send their ingest token as ?token=
     # First: the routes are matched in order, and reports are by far the most frequent request.
     app.include_router(reporters.router)  # /report/…: ingest tokens, not API keys
     app.include_router(health.router)

@@ -30,6 +30,10 @@ _query = APIKeyQuery(
 
 async def get_liveness(request: Request) -> LivenessService:
     """The app's liveness service (create_app shares the runtime's, whose jobs fire timers)."""
+    return get_liveness_now(request)
+
+
+def get_liveness_now(request: Request) -> LivenessService:
     service: LivenessService | None = getattr(request.app.state, "liveness", None)
     if service is None:
         ctx: ApiContext = request.app.state.ctx

@@ -206,6 +206,11 @@ class CommandIn(BaseModel):
         max_length=50,
         description="Who asked (a user name); stored as '<account>:<initiated_by>'.",
     )
+    # Issue 3: this command's own timeout and retries (defaults: the settings).
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=7 * 86400, description="No answer after this: retry or TIMEOUT."
+    )
+    max_retries: int | None = Field(default=None, ge=0, le=20)
 
 
 class CommandOut(BaseModel):

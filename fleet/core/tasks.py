@@ -152,11 +152,15 @@ def dispatch_allowance(
     *,
     burst_seconds: float,
     batch_max: int,
+    room: int | None = None,
 ) -> Allowance:
     """A token bucket kept in the task row, so that every Fleet process paces the same task
     together: `paced_until` is the moment up to which sends have been paid for. At most
     `burst_seconds` of unused time is kept (never less than one device's worth), so a task that
-    waited does not flood on resume."""
+    waited does not flood on resume. `room`: how many more commands may be in flight (sent and
+    not answered) at once; a slow head-end slows the task instead of piling up answers."""
+    if room is not None:
+        batch_max = min(batch_max, room)
     start = now - timedelta(seconds=max(burst_seconds, 1.0 / rate_per_second))
     if paced_until is not None and paced_until > start:
         start = paced_until

@@ -63,12 +63,14 @@ class TaskDispatcher:
         commands: CommandService,
         *,
         batch_max: int = 500,
+        max_in_flight: int = 1000,
         slice_seconds: float = SLICE_SECONDS,
         burst_seconds: float = BURST_SECONDS,
     ) -> None:
         self.engine = engine
         self.commands = commands
         self.batch_max = batch_max
+        self.max_in_flight = max_in_flight
         self.slice_seconds = slice_seconds
         self.burst_seconds = burst_seconds
         self.dispatched = 0  # by this process, for tests and benchmarks
@@ -153,8 +155,9 @@ class TaskDispatcher:
                 float(task["rate_per_second"]),
                 burst_seconds=self.burst_seconds,
                 batch_max=self.batch_max,
+                room=self.max_in_flight - await repo.in_flight(conn, task_id),
             )
-            if allowance.devices == 0:
+            if allowance.devices <= 0:
                 return [], False
             rows = await repo.claim_undispatched(conn, task_id, allowance.devices)
             if not rows:
@@ -264,7 +267,10 @@ def install(runtime: FleetRuntime) -> TaskDispatcher:
         MeterHesIntegration(settings.hes_topic_prefix, settings.hes_share_group)
     )
     dispatcher = TaskDispatcher(
-        runtime.engine, runtime.commands, batch_max=settings.task_dispatch_batch
+        runtime.engine,
+        runtime.commands,
+        batch_max=settings.task_dispatch_batch,
+        max_in_flight=settings.task_max_in_flight,
     )
     runtime.jobs.append(Job("tasks", JOB_INTERVAL_SECONDS, dispatcher.run_once))
     return dispatcher

@@ -208,8 +208,8 @@ class CommandService:
         *,
         notes: str | None = None,
     ) -> list[Claimed]:
-        """Record commands already claimed as SENT (one statement for the lot); the caller
-        commits, then calls `publish` with the result."""
+        """Record commands already claimed as SENT (one statement for the lot, at most one
+        command per device); the caller commits, then calls `publish` with the result."""
         sequences = await repo.next_sequences(conn, {c.device.id for c in commands})
         rows: list[dict[str, Any]] = []
         for c in commands:

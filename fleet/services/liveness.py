@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fleet.core.events import Event
@@ -31,7 +32,6 @@ from fleet.core.liveness import (
     DEFAULT_PERIOD_SECONDS,
     AdminResume,
     AdminStop,
-    Decision,
     Input,
     Liveness,
     Ongoing,
@@ -39,12 +39,11 @@ from fleet.core.liveness import (
     State,
     Stop,
     TimerFired,
-    decide,
-    millis,
 )
 from fleet.integrations.reporter import KIND as REPORTER
 from fleet.integrations.reporter.wire import ReportRequest, device_uid
-from fleet.store import events as event_log
+from fleet.services.group_commit import GroupCommit
+from fleet.services.liveness_changes import Changes, flush
 from fleet.store import liveness as store
 from fleet.store.liveness import Tracked
 from fleet.store.tables import device_status, devices, events
@@ -64,6 +63,17 @@ FOLLOW_SCAN = 5000
 RECONCILE_BATCH = 1000
 # Reports waiting together are written in one transaction of at most this many.
 REPORT_BATCH_MAX = 500
+
+REPORT_BATCH = Histogram(
+    "fleet_report_batch_size",
+    "Reports written together in one transaction",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+TIMER_LATENESS = Histogram(
+    "fleet_liveness_timer_lateness_seconds",
+    "From a liveness timer's due time to its firing",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 
 Clock = Callable[[], datetime]
 
@@ -85,87 +95,6 @@ class ReportOutcome:
 
 class BadToken(Exception):
     """Not an account's ingest token (unknown, or an API key): the report is not recorded."""
-
-
-@dataclass
-class _Work:
-    """One transaction's liveness changes, applied in order, written together."""
-
-    now: datetime
-    current: dict[int, Tracked] = field(default_factory=dict)
-    original: dict[int, Tracked] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    alarms: list[tuple[str, int]] = field(default_factory=list)  # ("raise"/"clear", device)
-    changes: list[tuple[Tracked, Decision]] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-
-    def apply(self, tracked: Tracked, event: Input) -> Decision:
-        device = self.current.setdefault(tracked.device_id, tracked)
-        self.original.setdefault(tracked.device_id, tracked)
-        decision = decide(device.liveness, event, self.now)
-        after = replace(device, liveness=decision.after)
-        self.current[device.device_id] = after
-        if decision.change is not None:
-            change = decision.change
-            self.history.append(
-                {
-                    "device_id": device.device_id,
-                    "previous": change.previous.value,
-                    "state": change.state.value,
-                    "connection": change.connection,
-                    "at": change.timestamp,
-                }
-            )
-            self.changes.append((after, decision))
-        if decision.alarm is not None:
-            self.alarms.append((decision.alarm, device.device_id))
-        return decision
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class GroupCommit(Generic[T, R]):
-    """Requests that arrive together share one transaction: the first one starts a drain task;
-    each request's future resolves after the commit of the batch that holds it, so an answer
-    always means "stored"."""
-
-    def __init__(
-        self, apply: Callable[[list[T]], Awaitable[list[R | Exception]]], max_batch: int
-    ) -> None:
-        self._apply = apply
-        self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain(), name="report-batches")
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            await asyncio.sleep(0)  # requests parsed in this loop turn join the batch
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-            try:
-                results = await self._apply([item for item, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 class LivenessService:
@@ -200,59 +129,6 @@ class LivenessService:
                 sa.update(liveness_cursors).where(sa.false()).values(last_event_id=0)
             )
 
-    async def _flush(self, conn: AsyncConnection, work: _Work) -> list[Event]:
-        new = [t for i, t in work.current.items() if not work.original[i].stored]
-        await store.insert_rows(conn, new)
-        updates = {
-            device_id: values
-            for device_id, after in work.current.items()
-            if work.original[device_id].stored
-            and (values := store.changed_values(work.original[device_id].liveness, after.liveness))
-        }
-        await store.write(conn, updates)
-        await store.add_history(conn, work.history)
-        for tracked, decision in work.changes:
-            change = decision.change
-            assert change is not None
-            work.events.append(
-                Event(
-                    tracked.account_id,
-                    "device.state",
-                    tracked.device_id,
-                    {
-                        "id": tracked.uid,
-                        "kind": tracked.kind,
-                        "state": change.state.value,
-                        "previous": change.previous.value,
-                        "connection": change.connection,
-                        "timestamp": millis(change.timestamp),
-                    },
-                )
-            )
-        for action, device_id in work.alarms:
-            account_id = work.current[device_id].account_id
-            if action == "raise":
-                opened = await store.raise_offline(conn, [device_id], work.now)
-                name, ids = "alarm.raised", [(device_id, opened[device_id])]
-            else:
-                name, ids = "alarm.cleared", await store.clear_offline(conn, [device_id], work.now)
-            for _, alarm_id in ids:
-                work.events.append(
-                    Event(
-                        account_id,
-                        name,
-                        device_id,
-                        {
-                            "id": alarm_id,
-                            "alarm_type": store.OFFLINE_ALARM,
-                            "priority": store.OFFLINE_PRIORITY,
-                            "state": "ACTIVE" if action == "raise" else "INACTIVE",
-                        },
-                    )
-                )
-        await event_log.append(conn, work.events)
-        return work.events
-
     def _published(self, emitted: list[Event]) -> None:
         if emitted and self.event_sink is not None:
             self.event_sink(emitted)
@@ -266,6 +142,7 @@ class LivenessService:
     async def _apply_reports(
         self, batch: list[tuple[str, ReportRequest]]
     ) -> list[ReportOutcome | Exception]:
+        REPORT_BATCH.observe(len(batch))
         async with self._lock:
             now = self.clock()
             async with self.engine.begin() as conn:
@@ -274,7 +151,7 @@ class LivenessService:
                 # all of them rather than a connection and a query per request.
                 owners = await store.ingest_accounts(conn, [token for token, _ in batch])
                 accepted = [(owners[token], request) for token, request in batch if token in owners]
-                work = _Work(now)
+                work = Changes(now)
                 ids, registered = await self._resolve_reporters(conn, accepted, work)
                 tracked = await store.load(conn, ids.values())
                 changed: list[bool] = []
@@ -295,7 +172,7 @@ class LivenessService:
                     changed.append(work.apply(before, event).change is not None)
                     if request.report is not None:
                         reports[device_id] = request.report
-                emitted = await self._flush(conn, work)
+                emitted = await flush(conn, work)
                 await store.set_last_report(conn, reports)
         self._published(emitted)
         outcomes: list[ReportOutcome | Exception] = []
@@ -321,7 +198,7 @@ class LivenessService:
         return outcomes
 
     async def _resolve_reporters(
-        self, conn: AsyncConnection, batch: list[tuple[int, ReportRequest]], work: _Work
+        self, conn: AsyncConnection, batch: list[tuple[int, ReportRequest]], work: Changes
     ) -> tuple[dict[tuple[int, str], int], set[int]]:
         """(account, DeviceID) → device id for the batch; unknown reporters register themselves."""
         names: dict[int, dict[str, str]] = {}
@@ -362,10 +239,13 @@ class LivenessService:
                 async with self.engine.begin() as conn:
                     await self._begin(conn)
                     claimed = await store.claim_due(conn, now, limit)
-                    work = _Work(now)
+                    for tracked in claimed.values():
+                        if tracked.liveness.due_at is not None:
+                            TIMER_LATENESS.observe((now - tracked.liveness.due_at).total_seconds())
+                    work = Changes(now)
                     for tracked in claimed.values():
                         work.apply(tracked, TimerFired())
-                    emitted = await self._flush(conn, work)
+                    emitted = await flush(conn, work)
             self._published(emitted)
             fired += sum(1 for _, d in work.changes if d.change and d.change.state == State.OFFLINE)
             if len(claimed) < limit:
@@ -414,7 +294,7 @@ class LivenessService:
                     )
                 ).all()
                 tracked = await store.load(conn, [row.device_id for row in rows])
-                work = _Work(now)
+                work = Changes(now)
                 for row in rows:
                     device = tracked.get(row.device_id)
                     if device is None or device.kind not in EVENT_DRIVEN_KINDS:
@@ -424,7 +304,7 @@ class LivenessService:
                         work.apply(device, Ongoing(self.interval(device.kind), arm=False))
                     else:
                         work.apply(device, Silent())
-                emitted = await self._flush(conn, work)
+                emitted = await flush(conn, work)
                 await store.write_cursor(conn, FOLLOWER, int(upper))
         self._published(emitted)
         return len(rows)
@@ -469,7 +349,7 @@ class LivenessService:
                     )
                 ).all()
                 tracked = await store.load(conn, [row.id for row in rows])
-                work = _Work(now)
+                work = Changes(now)
                 adopted: list[Tracked] = []
                 for row in rows:
                     device = tracked[row.id]
@@ -497,7 +377,7 @@ class LivenessService:
                     else:
                         work.apply(device, Silent())
                 await store.insert_rows(conn, adopted)
-                emitted = await self._flush(conn, work)
+                emitted = await flush(conn, work)
         self._published(emitted)
         return len(rows)
 
@@ -514,11 +394,11 @@ class LivenessService:
         interval (or `interval_seconds`) + grace passes without another call."""
         await self._begin(conn)
         tracked = await store.load(conn, device_ids)
-        work = _Work(self.clock())
+        work = Changes(self.clock())
         for device in tracked.values():
             period = interval_seconds or self.interval(device.kind)
             work.apply(device, Ongoing(period))
-        return await self._flush(conn, work)
+        return await flush(conn, work)
 
     # --- admins -------------------------------------------------------------------------------
     async def set_held(self, account_id: int, device_id: int, held: bool) -> Tracked | None:
@@ -531,7 +411,7 @@ class LivenessService:
                 device = (await store.load(conn, [device_id])).get(device_id)
                 if device is None or device.account_id != account_id:
                     return None
-                work = _Work(now)
+                work = Changes(now)
                 work.apply(device, AdminStop() if held else AdminResume())
                 if not held and device.kind in EVENT_DRIVEN_KINDS:
                     # Its integration will not say "online" again while it stays online.
@@ -543,7 +423,7 @@ class LivenessService:
                     if is_online:
                         current = work.current[device_id]
                         work.apply(current, Ongoing(self.interval(device.kind), arm=False))
-                emitted = await self._flush(conn, work)
+                emitted = await flush(conn, work)
         self._published(emitted)
         return work.current[device_id]
 

@@ -258,17 +258,7 @@ class TaskService:
                     conn, self._task_row(task_id, account_id, request, reached, now)
                 )
                 await repo.insert_task_devices(
-                    conn,
-                    [
-                        {
-                            "task_id": task_id,
-                            "device_id": d.id,
-                            "device_uid": d.uid,
-                            "command_status": "PENDING",
-                            "last_updated": now,
-                        }
-                        for d in reached
-                    ],
+                    conn, [(task_id, d.id, d.uid, "PENDING", now) for d in reached]
                 )
                 await event_log.append(
                     conn,

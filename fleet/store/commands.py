@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fleet.core import ledger
 from fleet.core.tasks import device_status as task_device_status
 from fleet.services.transports import TargetDevice
+from fleet.store.bulk_in import one_of
 from fleet.store.tables import command_log, device_status, devices
 from fleet.store.tables_tasks import task_devices
 
@@ -126,8 +127,9 @@ async def insert_commands(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
     result = await conn.execute(
         sa.insert(command_log).returning(command_log.c.id, command_log.c.request_id), list(rows)
     )
-    ids = {str(uuid.UUID(str(request_id))): int(command_id) for command_id, request_id in result}
-    return [ids[str(uuid.UUID(str(row["request_id"])))] for row in rows]
+    # Both databases hand request ids back as the canonical text they were given as.
+    ids = {str(request_id): int(command_id) for command_id, request_id in result}
+    return [ids[row["request_id"]] for row in rows]
 
 
 async def update_command(conn: AsyncConnection, command_id: int, **values: Any) -> None:
@@ -282,7 +284,7 @@ async def by_request_ids(
         query = (
             sa.select(command_log, devices.c.uid.label("device_uid"), devices.c.account_id)
             .join(devices, devices.c.id == command_log.c.device_id)
-            .where(command_log.c.request_id.in_(ids[start : start + CHUNK]))
+            .where(one_of(conn, command_log.c.request_id, ids[start : start + CHUNK]))
             .order_by(command_log.c.id)  # one lock order for every worker: no deadlock
         )
         if lock and conn.dialect.name == "postgresql":

@@ -196,22 +196,34 @@ async def add_history(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 async def raise_offline(
     conn: AsyncConnection, device_ids: Sequence[int], now: datetime
 ) -> dict[int, int]:
-    """Open one OFFLINE alarm per device; returns device id → alarm id."""
-    opened: dict[int, int] = {}
-    for device_id in device_ids:
-        result = await conn.execute(
-            sa.insert(alarm_events)
-            .values(
-                device_id=device_id,
-                timestamp=now,
-                alarm_type=OFFLINE_ALARM,
-                event_state="ACTIVE",
-                priority=OFFLINE_PRIORITY,
-            )
-            .returning(alarm_events.c.id)
+    """Open one OFFLINE alarm per device (one statement); returns device id → alarm id."""
+    if not device_ids:
+        return {}
+    # A plain executemany, then the new rows read back through the open-alarms index: two
+    # statements however many devices (an executemany with RETURNING runs row by row on SQLite).
+    await conn.execute(
+        sa.insert(alarm_events),
+        [
+            {
+                "device_id": device_id,
+                "timestamp": now,
+                "alarm_type": OFFLINE_ALARM,
+                "event_state": "ACTIVE",
+                "priority": OFFLINE_PRIORITY,
+            }
+            for device_id in device_ids
+        ],
+    )
+    rows = await conn.execute(
+        sa.select(alarm_events.c.device_id, sa.func.max(alarm_events.c.id).label("id"))
+        .where(
+            alarm_events.c.device_id.in_(list(device_ids)),
+            alarm_events.c.alarm_type == OFFLINE_ALARM,
+            alarm_events.c.resolved_at.is_(None),
         )
-        opened[device_id] = int(result.scalar_one())
-    return opened
+        .group_by(alarm_events.c.device_id)
+    )
+    return {int(row.device_id): int(row.id) for row in rows}
 
 
 async def clear_offline(
@@ -277,19 +289,22 @@ async def register_devices(
     created with their ids (a device another process just created is not in it)."""
     if not names:
         return {}
-    statement = (
-        upsert_insert(conn, devices)
-        .on_conflict_do_nothing(index_elements=["account_id", "kind", "uid"])
-        .returning(devices.c.uid, devices.c.id)
+    # hostname holds the seed's 32 characters; the full name lives on in the hashed uid.
+    rows = [
+        {"account_id": account_id, "kind": kind, "uid": uid, "hostname": name[:32]}
+        for uid, name in sorted(names.items())
+    ]
+    statement = upsert_insert(conn, devices).on_conflict_do_nothing(
+        index_elements=["account_id", "kind", "uid"]
     )
-    created: dict[str, int] = {}
-    for uid, name in names.items():
-        # hostname is the seed's 32 characters; the full name is the device's id, hashed.
-        values = {"account_id": account_id, "kind": kind, "uid": uid, "hostname": name[:32]}
-        row = (await conn.execute(statement.values(values))).first()
-        if row is not None:
-            created[row.uid] = int(row.id)
-    return created
+    if conn.dialect.name == "postgresql":
+        # Batched into multi-row INSERTs; RETURNING tells ours from another process's rows.
+        result = await conn.execute(statement.returning(devices.c.uid, devices.c.id), rows)
+        return {row.uid: int(row.id) for row in result}
+    # SQLite runs an executemany with RETURNING row by row; its single writer (the caller
+    # holds the write lock) makes "there now, not before" exact instead.
+    await conn.execute(statement, rows)
+    return await find_devices(conn, account_id, kind, names)
 
 
 # --- cursors of the event followers --------------------------------------------------------

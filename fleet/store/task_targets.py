@@ -10,6 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleet.store import bulk
+from fleet.store.bulk_in import one_of
 from fleet.store.tables import device_status, devices
 
 CHUNK = 5000
@@ -59,7 +61,7 @@ async def by_uids(
     for chunk in _chunks(uids):
         rows = await conn.execute(
             sa.select(devices.c.id, devices.c.kind, devices.c.uid).where(
-                devices.c.account_id == account_id, devices.c.uid.in_(list(chunk))
+                devices.c.account_id == account_id, one_of(conn, devices.c.uid, chunk)
             )
         )
         for row in rows:
@@ -72,7 +74,7 @@ async def by_ids(conn: AsyncConnection, account_id: int, ids: Sequence[int]) -> 
     for chunk in _chunks(ids):
         rows = await conn.execute(
             sa.select(devices.c.id, devices.c.kind, devices.c.uid).where(
-                devices.c.account_id == account_id, devices.c.id.in_(list(chunk))
+                devices.c.account_id == account_id, one_of(conn, devices.c.id, chunk)
             )
         )
         found.update({row.id: Found(row.id, row.kind, row.uid) for row in rows})
@@ -89,7 +91,7 @@ async def meter_uids_elsewhere(
             sa.select(devices.c.uid).where(
                 devices.c.kind == kind,
                 devices.c.account_id != account_id,
-                devices.c.uid.in_(list(chunk)),
+                one_of(conn, devices.c.uid, chunk),
             )
         )
         taken.update(rows.scalars())
@@ -107,6 +109,13 @@ async def register(
 ) -> list[Found]:
     """Insert devices of `kind` (meters: they never announce themselves on the broker), in the
     order of `uids`."""
+    if tags is None and notes is None:
+        # Many at once (a task's first use): one statement, then one query for the ids.
+        await bulk.insert_rows(
+            conn, devices, ("account_id", "kind", "uid"), [(account_id, kind, u) for u in uids]
+        )
+        found = await by_uids(conn, account_id, uids)
+        return [next(f for f in found[uid] if f.kind == kind) for uid in uids]
     ids: dict[str, int] = {}
     for chunk in _chunks(uids):
         result = await conn.execute(

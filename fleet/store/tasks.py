@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fleet.store import bulk
 from fleet.store.tables import accounts, devices
 from fleet.store.tables_tasks import task_devices, tasks
 
@@ -30,9 +31,13 @@ async def insert_task(conn: AsyncConnection, values: dict[str, Any]) -> None:
     await conn.execute(sa.insert(tasks).values(**values))
 
 
-async def insert_task_devices(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+TASK_DEVICE_COLUMNS = ("task_id", "device_id", "device_uid", "command_status", "last_updated")
+
+
+async def insert_task_devices(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Rows as tuples in TASK_DEVICE_COLUMNS order; one statement per CHUNK rows."""
     for start in range(0, len(rows), CHUNK):
-        await conn.execute(sa.insert(task_devices), list(rows[start : start + CHUNK]))
+        await bulk.insert_rows(conn, task_devices, TASK_DEVICE_COLUMNS, rows[start : start + CHUNK])
 
 
 async def get_task(conn: AsyncConnection, account_id: int, task_id: str) -> dict[str, Any] | None:
@@ -236,3 +241,18 @@ async def start_task(conn: AsyncConnection, task_id: str, now: datetime) -> bool
 
 async def account_name(conn: AsyncConnection, account_id: int) -> str:
     return str(await conn.scalar(sa.select(accounts.c.name).where(accounts.c.id == account_id)))
+
+
+async def in_flight(conn: AsyncConnection, task_id: str) -> int:
+    """The task's commands handed to the ledger and not finished (waiting for an answer or for
+    a retry)."""
+    value = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(task_devices)
+        .where(
+            task_devices.c.task_id == task_id,
+            task_devices.c.command_status.in_(["PENDING", "SENT", "ACKNOWLEDGED"]),
+            task_devices.c.command_id.is_not(None),
+        )
+    )
+    return int(value or 0)

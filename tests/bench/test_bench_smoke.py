@@ -1,33 +1,42 @@
-"""The ingest benchmark still runs end to end: tiny numbers, no timing assertions."""
+"""The ingest benchmark still runs end to end, every mode once, with tiny numbers: it proves the
+bench works, not how fast anything is (no timing assertions)."""
 
 from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
-from bench.ingest import main
-from tests.conftest import PG_ADMIN_URL
+from bench.broker import MOSQUITTO
+from bench.ingest import exit_status, main
+from fleet.cli import app
+from tests.conftest import PG_ADMIN_URL, service_missing
 
-pytestmark = [pytest.mark.broker, pytest.mark.postgres]
+DEVICES = 20
+MESSAGES = 200
+NAIVE_MESSAGES = 100
 
 
-def test_bench_accounts_for_every_message(
-    mqtt_server: tuple[str, int], pg_template: str, tmp_path: Path
-) -> None:
-    host, port = mqtt_server
+@pytest.mark.broker
+@pytest.mark.postgres
+def test_every_mode_runs_and_accounts_for_every_message(pg_template: str, tmp_path: Path) -> None:
+    if not Path(MOSQUITTO).exists():
+        service_missing("the mosquitto binary (the bench starts a private broker)")
     out = tmp_path / "bench.json"
     screen = io.StringIO()
     report = main(
         [
-            "--messages", "200",
-            "--panels", "20",
-            "--db", "both",
-            "--qos", "1",
-            "--broker", f"mqtt://{host}:{port}",
+            "--devices", str(DEVICES),
+            "--messages", str(MESSAGES),
+            "--naive-messages", str(NAIVE_MESSAGES),
+            "--paced-seconds", "0.2",
+            "--memory-devices", "300",
+            "--workers", "2",
             "--pg-admin", PG_ADMIN_URL,
             "--pg-template", pg_template,
             "--timeout", "60",
@@ -36,14 +45,53 @@ def test_bench_accounts_for_every_message(
         console=Console(file=screen, width=200),
     )  # fmt: skip
 
-    runs = report["runs"]
-    assert [(run["database"], run["qos"]) for run in runs] == [("sqlite", 1), ("postgres", 1)]
-    for run in runs:
-        assert run["complete"], run["note"]
-        assert run["published"] == run["received"] == run["accepted"] == 200
-        assert run["rejected"] == {}
-        assert run["batches"] >= 1
-        assert 0 < run["rows_stored"] <= 200
-        assert run["p50_ms"] is not None and run["p99_ms"] is not None
-    assert json.loads(out.read_text())["runs"] == runs
+    modes = {run["mode"]: run for run in report["modes"]}
+    assert set(modes) == {
+        "ceiling QoS 0",
+        "ceiling QoS 1",
+        "naive sqlite",
+        "naive postgres",
+        "Fleet sqlite QoS 0",
+        "Fleet sqlite QoS 1",
+        "Fleet postgres QoS 0",
+        "Fleet postgres QoS 1",
+        "Fleet postgres QoS 1, 2 x fleet ingest",
+    }
+    for run in report["modes"]:
+        expected = NAIVE_MESSAGES if run["kind"] == "naive" else MESSAGES
+        assert run["complete"], (run["mode"], run["note"])
+        assert run["processed"] == run["messages"] == expected, run["mode"]
+        assert run["msg_per_s"] is not None and run["rejected"] == {}, run["mode"]
+        assert run["cpu"]["consumer"] >= 0 and run["peak_rss_mb"]["consumer"], run["mode"]
+        if run["kind"] == "ceiling":
+            continue
+        assert run["rows_stored"] > 0, run["mode"]
+        assert run["latency"]["complete"] and run["latency"]["samples"] > 0, run["mode"]
+        if run["kind"] in ("fleet", "workers"):
+            assert run["vs_ceiling"] is not None and run["vs_naive"] is not None
+        if run["kind"] == "fleet":
+            assert run["batches"] >= 1
+            assert run["alarm_latency"]["alarms"] >= 1
+            assert run["alarm_latency"]["samples"] == run["alarm_latency"]["alarms"]
+    assert len(modes["Fleet postgres QoS 1, 2 x fleet ingest"]["peak_rss_mb"]["consumer"]) == 2
+    memory = report["memory"]
+    assert memory["known"] == 300 and memory["heap_bytes_per_device"] > 0, memory
+    assert report["broker"]["private"] and report["broker"]["dropped_warnings"] == 0
+    assert exit_status(report) == 0
+    assert json.loads(out.read_text())["modes"] == report["modes"]
     assert "msg/s" in screen.getvalue()
+
+
+def test_fleet_bench_ingest_passes_its_options_through() -> None:
+    result = CliRunner().invoke(app, ["bench", "ingest", "--help"])
+    assert result.exit_code == 0
+    assert "fleet bench ingest" in result.output and "--workers" in result.output
+
+
+def test_fleet_bench_outside_a_source_checkout_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in an installed Fleet: bench/ cannot be imported.
+    monkeypatch.setitem(sys.modules, "bench", None)
+    monkeypatch.setitem(sys.modules, "bench.ingest", None)
+    result = CliRunner().invoke(app, ["bench", "ingest", "--quick"])
+    assert result.exit_code == 2
+    assert "source checkout" in result.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.integrations.reporter.wire import device_uid
+from fleet.store.liveness_views import account_of
 from tests.liveness.conftest import Account, Fleet
 
 
@@ -182,3 +183,15 @@ async def test_an_admin_stops_a_device_and_it_raises_nothing(fleet: Fleet) -> No
         ("New", "Reporting"),
     ]
     assert older["next_cursor"] is None
+
+
+async def test_device_account_mapping(fleet: Fleet) -> None:
+    """DEVICE_ACCOUNT_MAPPING: every device's account, for Fleet's own use."""
+    acme, beta = await fleet.account("acme"), await fleet.account("beta")
+    await report(fleet, acme, "ongoing", "pi")
+    await report(fleet, beta, "ongoing", "pi")
+    async with fleet.runtime.engine.connect() as conn:
+        for who in (acme, beta):
+            (device_id,) = (await ids_by_name(fleet, who)).values()
+            assert await account_of(conn, device_id) == who.id
+        assert await account_of(conn, 999_999) is None

@@ -12,6 +12,11 @@ from fleet.store.tables_tasks import task_devices, tasks
 from tests.tasks.conftest import SET_TOU, TaskApi
 
 
+async def _only_task(tapi: TaskApi) -> str:
+    async with tapi.engine.connect() as conn:
+        return str(await conn.scalar(sa.select(tasks.c.task_id)))
+
+
 async def test_meter_task_lifecycle(tapi: TaskApi) -> None:
     acme = await tapi.seed.tenant("acme")
     await tapi.meters(acme, "meter-001")
@@ -110,33 +115,6 @@ async def test_meter_task_lifecycle(tapi: TaskApi) -> None:
     assert [d["deviceId"] for d in child["devices"]] == ["meter-002", "meter-003"]
 
 
-async def test_document_view_pages_and_filters_devices(tapi: TaskApi) -> None:
-    acme = await tapi.seed.tenant("acme")
-    uids = [f"m-{i:03d}" for i in range(25)]
-    task_id = (await tapi.create(acme, {**SET_TOU, "devices": uids}))["taskId"]
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
-        doc = await tapi.task(acme, task_id, **params)
-        assert doc["total"] == 25 and doc["counts"]["PENDING"] == 25
-        seen += [d["deviceId"] for d in doc["devices"]]
-        cursor = doc["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == uids
-    listed = await tapi.client.get(
-        f"/api/v1/tasks/{task_id}/devices",
-        headers=acme.headers,
-        params={"status": "PENDING", "limit": 500},
-    )
-    assert listed.status_code == 200 and len(listed.json()["items"]) == 25
-    none_failed = await tapi.task(acme, task_id, status="FAILED")
-    assert none_failed["devices"] == [] and none_failed["next_cursor"] is None
-    page = await tapi.client.get("/api/v1/tasks", headers=acme.headers, params={"limit": 1})
-    assert page.status_code == 200 and [t["taskId"] for t in page.json()["items"]] == [task_id]
-
-
 async def test_ten_thousand_devices_are_accepted_at_once(tapi: TaskApi) -> None:
     acme = await tapi.seed.tenant("acme")
     uids = [f"meter-{i:05d}" for i in range(10_000)]
@@ -148,13 +126,54 @@ async def test_ten_thousand_devices_are_accepted_at_once(tapi: TaskApi) -> None:
     async with tapi.engine.connect() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(task_devices)) == 10_000
         assert await conn.scalar(sa.select(sa.func.count()).select_from(devices)) == 10_000
+    # The document view pages through them in order; counts are of the whole task.
+    task_id = accepted["taskId"]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        doc = await tapi.task(acme, task_id, limit=1000, **({"cursor": cursor} if cursor else {}))
+        assert doc["total"] == 10_000 and doc["counts"]["PENDING"] == 10_000
+        seen += [d["deviceId"] for d in doc["devices"]]
+        cursor = doc["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == uids
+    listed = await tapi.client.get(
+        f"/api/v1/tasks/{task_id}/devices",
+        headers=acme.headers,
+        params={"status": "PENDING", "limit": 500},
+    )
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 500
+    none_failed = await tapi.task(acme, task_id, status="FAILED")
+    assert none_failed["devices"] == [] and none_failed["next_cursor"] is None
+    page = await tapi.client.get("/api/v1/tasks", headers=acme.headers, params={"limit": 1})
+    assert page.status_code == 200 and [t["taskId"] for t in page.json()["items"]] == [task_id]
     # The same meters again: found, not registered twice.
-    again = await tapi.create(acme, {**SET_TOU, "devices": uids[:5000]})
+    again = await tapi.create(acme, {**SET_TOU, "devices": uids[:100]})
     assert again["registered"] == 0
+    page = (
+        await tapi.client.get("/api/v1/tasks", headers=acme.headers, params={"limit": 1})
+    ).json()
+    rest = await tapi.client.get(
+        "/api/v1/tasks", headers=acme.headers, params={"cursor": page["next_cursor"]}
+    )
+    listed_ids = [t["taskId"] for t in page["items"] + rest.json()["items"]]
+    assert sorted(listed_ids) == sorted([task_id, again["taskId"]])
 
 
-async def test_abort_rule_stops_dispatch(tapi: TaskApi) -> None:
+async def test_dispatch_rate_and_abort_rule(tapi: TaskApi) -> None:
     acme = await tapi.seed.tenant("acme")
+    uids = [f"r-{i}" for i in range(100)]
+    await tapi.create(acme, {**SET_TOU, "devices": uids, "ratePerSecond": 20})
+    dispatched = []
+    for _ in range(8):  # 4 s of ticks every 0.5 s
+        dispatched.append(await tapi.dispatcher.run_once())
+        tapi.later(0.5)
+    assert dispatched == [10] * 8
+    assert len(tapi.hes_commands()) == 80
+    await tapi.client.post(f"/api/v1/tasks/{(await _only_task(tapi))}/cancel", headers=acme.headers)
+    tapi.publisher.published.clear()
+
     uids = [f"m-{i}" for i in range(40)]
     body = {
         **SET_TOU,
@@ -178,18 +197,6 @@ async def test_abort_rule_stops_dispatch(tapi: TaskApi) -> None:
     tapi.later(60)
     await tapi.dispatcher.run_once()
     assert len(tapi.hes_commands()) == 5
-
-
-async def test_dispatch_rate_paces_devices(tapi: TaskApi) -> None:
-    acme = await tapi.seed.tenant("acme")
-    uids = [f"m-{i}" for i in range(100)]
-    await tapi.create(acme, {**SET_TOU, "devices": uids, "ratePerSecond": 20})
-    dispatched = []
-    for _ in range(8):  # 4 s of ticks every 0.5 s
-        dispatched.append(await tapi.dispatcher.run_once())
-        tapi.later(0.5)
-    assert dispatched == [10] * 8
-    assert len(tapi.hes_commands()) == 80
 
 
 async def test_cancel_task_and_late_answers(tapi: TaskApi) -> None:
@@ -223,7 +230,7 @@ async def test_cancel_task_and_late_answers(tapi: TaskApi) -> None:
     assert task.status == "CANCELLED"
 
 
-async def test_dry_run_sends_and_stores_nothing(tapi: TaskApi) -> None:
+async def test_dry_run_then_a_zone_reboot_by_filter(tapi: TaskApi) -> None:
     acme = await tapi.seed.tenant("acme")
     await tapi.meters(acme, "meter-a", "meter-b", tags=["north"])
     await tapi.meters(acme, "meter-c")
@@ -244,10 +251,30 @@ async def test_dry_run_sends_and_stores_nothing(tapi: TaskApi) -> None:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(tasks)) == 0
         assert await conn.scalar(sa.select(sa.func.count()).select_from(devices)) == 3
     assert tapi.publisher.published == []
+    await _filters_by_firmware_and_online(tapi)
+    await _alarm_panel_reboot_of_a_zone(tapi)
 
 
-async def test_alarm_panel_reboot_of_a_zone(tapi: TaskApi) -> None:
-    acme = await tapi.seed.tenant("acme")
+async def _filters_by_firmware_and_online(tapi: TaskApi) -> None:
+    ops = await tapi.seed.tenant("ops")
+    old_online = await tapi.seed.device(ops, status={"firmware_version": "1.0", "is_online": True})
+    await tapi.seed.device(ops, status={"firmware_version": "1.0", "is_online": False})
+    await tapi.seed.device(ops, status={"firmware_version": "2.0", "is_online": True})
+    never_reported = await tapi.seed.device(ops)  # no status row: counts as offline
+    reboot = {"commandType": "SYSTEM", "commandParams": {"action": "REBOOT"}, "dryRun": True}
+
+    async def reached(where: dict[str, object]) -> list[int]:
+        plan = await tapi.create(ops, {**reboot, "filter": where}, status=200)
+        return [d["id"] for d in plan["devices"]]
+
+    assert await reached({"firmwareVersion": "1.0", "online": True}) == [old_online]
+    assert len(await reached({"firmwareVersion": "1.0"})) == 2
+    assert never_reported in await reached({"online": False, "kind": "alarm_panel"})
+    assert len(await reached({"online": True})) == 2
+
+
+async def _alarm_panel_reboot_of_a_zone(tapi: TaskApi) -> None:
+    acme = await tapi.seed.tenant("zone-admin")
     in_zone = [await tapi.seed.device(acme, zone=7) for _ in range(3)]
     await tapi.seed.device(acme, zone=8)
     await tapi.meters(acme, "meter-z")
@@ -257,7 +284,7 @@ async def test_alarm_panel_reboot_of_a_zone(tapi: TaskApi) -> None:
     assert doc["total"] == 3 and doc["target"] == {"filter": {"zone": 7}}
     await tapi.dispatcher.run_once()
     topics = [t for t, _p, _q in tapi.publisher.published]
-    assert len(topics) == 3 and all(t.startswith("ns-acme/pb/d/ESG_ALARM_") for t in topics)
+    assert len(topics) == 3 and all(t.startswith("ns-zone-admin/pb/d/ESG_ALARM_") for t in topics)
     async with tapi.engine.connect() as conn:
         rows = (await conn.execute(sa.select(command_log))).all()
     assert sorted(r.device_id for r in rows) == in_zone

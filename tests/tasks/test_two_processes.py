@@ -26,7 +26,7 @@ from fleet.store.engine import create_engine
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 
 ROOT = Path(__file__).resolve().parents[2]
-METERS = 1200
+METERS = 600
 
 
 def _free_port() -> int:
@@ -122,30 +122,25 @@ async def test_two_processes_send_each_device_once(
     meters = [f"meter-{i:05d}" for i in range(METERS)]
     with SimulatedHes(host, port, f"{topic_base}/hes") as hes:
         async with httpx.AsyncClient(timeout=10) as client:
-            t0 = time.monotonic()
             for process, url in processes:
                 await _up(client, url, process)
-            print("up", time.monotonic() - t0)
             (_p1, first), (_p2, second) = processes
             body = {
                 "commandType": "SET_TOU",
                 "commandParams": {"tou_profile_id": "TOU-2025-TEST"},
                 "devices": meters,
-                "ratePerSecond": 600,
+                "ratePerSecond": 400,
             }
             created = await client.post(f"{first}/api/v1/tasks", headers=headers, json=body)
             assert created.status_code == 202, created.text
             task_id = created.json()["taskId"]
-            print("created", time.monotonic() - t0)
             deadline = time.monotonic() + 30
             while True:
                 doc = (await client.get(f"{second}/api/v1/tasks/{task_id}", headers=headers)).json()
                 if doc["status"] != "IN_PROGRESS" and doc["status"] != "QUEUED":
                     break
                 assert time.monotonic() < deadline, doc["counts"]
-                print(round(time.monotonic() - t0, 2), doc["counts"], len(hes.commands))
                 await asyncio.sleep(0.2)
-            print("done", time.monotonic() - t0, len(hes.commands))
             assert doc["status"] == "COMPLETED", doc
             assert doc["counts"]["SUCCESS"] == METERS
             shares = [

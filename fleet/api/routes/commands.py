@@ -42,6 +42,8 @@ async def send_command(
             command_type=command.type,
             payload=command.payload,
             initiated_by=initiated_by[:INITIATED_BY_MAX],
+            timeout_seconds=command.timeout_seconds,
+            max_retries=command.max_retries,
         )
     except DeviceNotFound as exc:
         raise NotFound("device", device_id) from exc

@@ -40,7 +40,7 @@ from fleet.api.task_schemas import (
     TaskSummaryOut,
 )
 from fleet.core import ledger
-from fleet.core.tasks import AbortRule
+from fleet.core.tasks import DEVICE_STATUSES, AbortRule
 from fleet.services.commands import CommandFinished, CommandNotFound
 from fleet.services.tasks import (
     TaskConflict,
@@ -80,7 +80,11 @@ def _notify(ctx: ContextDep) -> None:
 
 
 def _summary(task: dict[str, Any]) -> dict[str, Any]:
-    counts = task["counts"] or {}
+    # The counts the dispatcher last announced (live ones in the document view); a task it has
+    # not looked at yet has every device PENDING.
+    counts = task["counts"] or {
+        status: task["device_count"] if status == "PENDING" else 0 for status in DEVICE_STATUSES
+    }
     abort = (
         {"failedPercent": task["abort_failed_percent"], "minFinished": task["abort_min_finished"]}
         if task["abort_failed_percent"] is not None
