@@ -125,8 +125,23 @@ async def _fleet_serve(
     arrivals: list[float] = []  # commit - arrival (the pipeline's own latency)
     alarms: dict[int, float] = {}
     timing = {"busy": 0.0, "transaction": 0.0, "batches": 0, "messages": 0, "sweeps": 0}
-    timing["sweep"] = 0.0
+    timing.update(sweep=0.0, gc_seconds=0.0, gc_max=0.0, gc_full=0)
     process, commit, sweep = pipeline.process, pipeline._commit, pipeline.sweep
+
+    collecting = {"since": 0.0}
+
+    def gc_pause(phase: str, info: dict[str, int]) -> None:
+        # Collections stop every thread (the GIL): a full one in a heap of many device states
+        # takes long enough to show in the commit latency.
+        if phase == "start":
+            collecting["since"] = time.perf_counter()
+            return
+        pause = time.perf_counter() - collecting["since"]
+        timing["gc_seconds"] += pause
+        timing["gc_max"] = max(timing["gc_max"], pause)
+        timing["gc_full"] += info.get("generation") == 2
+
+    gc.callbacks.append(gc_pause)
 
     async def timed_process(batch: list[InboundMessage]) -> None:
         started = time.perf_counter()
@@ -211,6 +226,7 @@ async def _fleet_serve(
         commits.clear()
         arrivals.clear()
         timing.update(busy=0.0, transaction=0.0, batches=0, messages=0, sweeps=0, sweep=0.0)
+        timing.update(gc_seconds=0.0, gc_max=0.0, gc_full=0)
         if command == "stop":
             # paho's "disconnected" on the way out is not news here.
             logging.getLogger("fleet.ingest.mqtt_link").setLevel(logging.ERROR)
@@ -465,6 +481,7 @@ class ModeResult:
     latency: dict[str, Any] = field(default_factory=dict)  # paced run at half capacity
     arrival_latency: dict[str, Any] = field(default_factory=dict)  # Fleet: arrival -> commit
     alarm_latency: dict[str, Any] = field(default_factory=dict)  # publish -> hub delivery
+    gc: dict[str, Any] = field(default_factory=dict)  # Fleet's collections in the paced run
     rows_stored: int | None = None  # heartbeats rows written by the flat-out run
     batches: int | None = None
     mean_batch: float | None = None
@@ -796,6 +813,11 @@ async def _paced(
     }
     if "arrivals" in phase.collected:
         result.arrival_latency = latency_summary(phase.collected["arrivals"])
+        result.gc = {
+            "seconds": round(phase.collected["gc_seconds"], 3),
+            "max_ms": round(phase.collected["gc_max"] * 1000, 1),
+            "full": phase.collected["gc_full"],
+        }
     alarms = phase.collected.get("alarms")
     if alarms is not None:
         delays = []
@@ -1096,6 +1118,8 @@ def summary_line(r: ModeResult) -> str:
         )
     if r.alarm_latency:
         text += f"; alarm p99 {_fmt(r.alarm_latency.get('p99_ms'), 1)} ms"
+    if r.gc:
+        text += f"; longest GC pause {r.gc['max_ms']} ms ({r.gc['full']} full)"
     text += f" ({_fmt(r.wall_seconds, 1)} s)"
     return text + (f" [yellow]{r.note}[/]" if r.note else "")
 
