@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleet.api.deps import AlarmId, ConnDep, ContextDep, DeviceFilter, PrincipalDep, TimeRangeDep
 from fleet.api.errors import NOT_FOUND, NotFound
@@ -81,14 +83,9 @@ async def acknowledge_alarm(
     alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep, ctx: ContextDep
 ) -> AlarmOut:
     """Mark the alarm as seen by an operator; the first acknowledgement time is kept."""
-    before = await _alarm(conn, principal.account_id, alarm_id)
-    await store.acknowledge(conn, principal.account_id, alarm_id, datetime.now(UTC))
-    alarm = await _alarm(conn, principal.account_id, alarm_id)
-    changed = before.acknowledged_at is None and alarm.acknowledged_at is not None
-    await _operator_event(conn, principal, alarm, "alarm.acknowledged", changed)
-    await conn.commit()
-    _notify(ctx, changed)
-    return alarm
+    return await _operator_action(
+        conn, principal, ctx, alarm_id, store.acknowledge, "acknowledged_at", "alarm.acknowledged"
+    )
 
 
 @router.post("/{alarm_id}/resolve", responses=NOT_FOUND)
@@ -96,11 +93,26 @@ async def resolve_alarm(
     alarm_id: AlarmId, principal: PrincipalDep, conn: ConnDep, ctx: ContextDep
 ) -> AlarmOut:
     """Close the alarm: sets resolved_at and, if it was still open, event_state INACTIVE."""
+    return await _operator_action(
+        conn, principal, ctx, alarm_id, store.resolve, "resolved_at", "alarm.resolved"
+    )
+
+
+async def _operator_action(
+    conn: ConnDep,
+    principal: Principal,
+    ctx: ContextDep,
+    alarm_id: int,
+    action: Callable[[AsyncConnection, int, int, datetime], Awaitable[object]],
+    stamp: str,
+    event_type: str,
+) -> AlarmOut:
+    """Apply an operator's action; it is an event only the first time it stamps the alarm."""
     before = await _alarm(conn, principal.account_id, alarm_id)
-    await store.resolve(conn, principal.account_id, alarm_id, datetime.now(UTC))
+    await action(conn, principal.account_id, alarm_id, datetime.now(UTC))
     alarm = await _alarm(conn, principal.account_id, alarm_id)
-    changed = before.resolved_at is None and alarm.resolved_at is not None
-    await _operator_event(conn, principal, alarm, "alarm.resolved", changed)
+    changed = getattr(before, stamp) is None and getattr(alarm, stamp) is not None
+    await _operator_event(conn, principal, alarm, event_type, changed)
     await conn.commit()
     _notify(ctx, changed)
     return alarm
