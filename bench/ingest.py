@@ -49,7 +49,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from bench.broker import MAX_INFLIGHT, PrivateMosquitto
+from bench.broker import MAX_INFLIGHT, BrokerError, PrivateMosquitto
 from bench.ceiling import start_ceiling
 from bench.common import (
     KEY,
@@ -490,6 +490,7 @@ class ModeResult:
     sweep_pct: float | None = None  # ... in the liveness sweep (which holds up the batches)
     sweep_ms: float | None = None  # mean duration of one sweep
     cpu: dict[str, float] = field(default_factory=dict)  # CPU s per process, flat-out run
+    cpu_consumers: list[float] = field(default_factory=list)  # ... each worker's
     cpu_us_per_msg: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, Any] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
@@ -507,6 +508,7 @@ class Phase:
     published: dict[str, Any] = field(default_factory=dict)
     collected: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
+    cpu_each: list[float] = field(default_factory=list)  # per consumer process, if several
     stopped: str = ""
 
 
@@ -595,9 +597,16 @@ async def run_phase(
             phase.stopped = f"timed out after {opts.timeout:.0f} s"
             break
         await asyncio.sleep(consumer.poll_seconds)
-    phase.cpu = cpu_delta(before, cpu_snapshot(pids, database, ctx.broker_pid))
+    after = cpu_snapshot(pids, database, ctx.broker_pid)
+    phase.cpu = cpu_delta(before, after)
+    if len(consumer.pids) > 1:
+        phase.cpu_each = [
+            round(
+                after.groups["consumer"].get(pid, 0.0) - before.groups["consumer"].get(pid, 0.0), 2
+            )
+            for pid in consumer.pids
+        ]
     phase.published = await publisher.finish(opts.timeout)
-    phase.cpu["publisher"] = round(phase.published["cpu"], 2)
     phase.processed = min(done, phase.target)
     phase.complete = done >= phase.target
     phase.collected = await consumer.collect()
@@ -759,6 +768,7 @@ def _fill_flat(result: ModeResult, flat: Phase, count: int) -> None:
     result.msg_per_s = flat.msg_per_s
     result.publish_seconds = round(flat.published["flushed"] - flat.published["first"], 3)
     result.cpu = flat.cpu
+    result.cpu_consumers = flat.cpu_each
     if flat.processed:
         for name in ("consumer", "publisher", "mosquitto", "postgres"):
             if flat.cpu.get(name):
@@ -1012,9 +1022,16 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
             needed = sorted({mode.database for mode in modes if mode.database is not None})
             console.print(f"seeding {', '.join(needed) or 'no'} template databases …")
             for kind in needed:
-                await dbs.prepare(kind)
-                if any(mode.kind == "naive" for mode in modes):
-                    await dbs.prepare_warm(kind)
+                try:
+                    await dbs.prepare(kind)
+                    if any(mode.kind == "naive" for mode in modes):
+                        await dbs.prepare_warm(kind)
+                except psycopg.Error as exc:
+                    raise BenchError(
+                        f"PostgreSQL at {opts.pg_admin}: {str(exc).strip()} "
+                        "(--pg-admin names a role that may create databases; --db sqlite "
+                        "leaves PostgreSQL out)"
+                    ) from exc
             await publisher.ready()
             console.print(f"ready after {time.monotonic() - started:.1f} s")
             ctx = Context(
@@ -1383,7 +1400,11 @@ def exit_status(report: dict[str, Any]) -> int:
 
 def cli(argv: Sequence[str] | None = None, prog: str = "python -m bench.ingest") -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return exit_status(main(argv, prog=prog))
+    try:
+        return exit_status(main(argv, prog=prog))
+    except (BenchError, BrokerError) as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
 
 
 if __name__ == "__main__":
