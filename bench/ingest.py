@@ -14,7 +14,8 @@ same messages from one publisher process to each mode in turn, each in processes
 * workers: `--workers N` `fleet ingest` processes with FLEET_INGEST_PARTITION k/N on PostgreSQL;
 * memory: bytes per known device in Fleet's caches, `--memory-devices` panels without a broker.
 
-Each mode: messages/s flat out, then a second run paced at half of that (`--rate`) for the
+Each mode: messages/s flat out (draining a backlog published while the consumer was stopped;
+`--live` publishes alongside instead), then a second run paced at half of that (`--rate`) for the
 message-to-commit latency, CPU seconds and peak RSS per process. bench/README.md explains it all.
 """
 
@@ -56,7 +57,6 @@ from bench.common import (
     BenchError,
     Commit,
     ConsumerProcess,
-    CpuSnapshot,
     Databases,
     Publisher,
     PublishJob,
@@ -85,6 +85,7 @@ DEFAULT_PACED_SECONDS = 5.0
 DEFAULT_MEMORY_DEVICES = 100_000
 MODES = ("ceiling", "naive", "fleet", "workers", "memory")
 POLL_SECONDS = 0.005
+DRAIN_HOLD_SECONDS = 20.0
 DB_POLL_SECONDS = 0.02
 MIN_PACED = 200
 
@@ -538,6 +539,7 @@ class Options:
     seed: int = 1
     strict: bool = False
     profile: str | None = None  # directory for a cProfile of each Fleet flat-out run
+    live: bool = False  # flat out with the publisher running alongside (not a drained backlog)
     quick: bool = False
 
 
@@ -561,22 +563,49 @@ class Context:
 # --------------------------------------------------------------------------- running a mode
 
 
+def _signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 async def run_phase(
     ctx: Context,
     consumer: Consumer,
     job: PublishJob,
     *,
     database: str | None = None,
+    drain: bool = False,
 ) -> Phase:
     """Publish one job to a running consumer and wait until it has processed every message (or
-    stopped making progress for --stall seconds after publishing ended, or --timeout)."""
+    stopped making progress for --stall seconds after publishing ended, or --timeout).
+
+    With `drain`, the consumer's processes are stopped (SIGSTOP) while the job is published, so
+    that the broker holds every message, then resumed (SIGCONT): the rate is the consumer's
+    alone, from the resume to its last commit, without the publisher taking CPU meanwhile (in
+    production devices publish from elsewhere). Otherwise publisher and consumer run together
+    and the rate counts from the first publish."""
     opts, publisher = ctx.opts, ctx.publisher
     phase = Phase(target=job.stop - job.start)
     await consumer.collect()  # forget what earlier phases recorded
     consumer.begin(job)
     pids = {"consumer": consumer.pids, "publisher": [publisher.pid]}
-    before: CpuSnapshot = cpu_snapshot(pids, database, ctx.broker_pid)
-    publisher.start(job)
+    started = time.time()
+    if drain:
+        _signal_all(consumer.pids, signal.SIGSTOP)
+        try:
+            publisher.start(job)
+            # Not longer than the MQTT keepalive allows a silent client (Fleet's is 30 s).
+            with contextlib.suppress(BenchError):
+                await publisher.finish(DRAIN_HOLD_SECONDS)
+        finally:
+            started = time.time()
+            before = cpu_snapshot(pids, database, ctx.broker_pid)
+            _signal_all(consumer.pids, signal.SIGCONT)
+    else:
+        before = cpu_snapshot(pids, database, ctx.broker_pid)
+        publisher.start(job)
+        started = time.time()
     deadline = time.monotonic() + opts.timeout
     last_move, seen = time.monotonic(), -1
     reached: float | None = None
@@ -612,7 +641,8 @@ async def run_phase(
     phase.collected = await consumer.collect()
     last = phase.collected.get("last") or reached
     if last is not None and phase.processed:
-        phase.seconds = round(last - phase.published["first"], 3)
+        origin = started if drain else phase.published["first"]
+        phase.seconds = round(last - origin, 3)
         if phase.seconds > 0:
             phase.msg_per_s = round(phase.processed / phase.seconds, 1)
     return phase
@@ -724,8 +754,9 @@ async def run_mode(ctx: Context, mode: Mode) -> ModeResult:
         if opts.profile and mode.kind == "fleet":
             assert isinstance(consumer, SpawnedConsumer)
             await consumer.request("profile", True)
-        job = PublishJob("flat", 0, count, mode.qos, window=opts.window, timeout=opts.timeout)
-        flat = await run_phase(ctx, consumer, job, database=pg_name)
+        window = opts.window if opts.live else 0
+        job = PublishJob("flat", 0, count, mode.qos, window=window, timeout=opts.timeout)
+        flat = await run_phase(ctx, consumer, job, database=pg_name, drain=not opts.live)
         if opts.profile and mode.kind == "fleet":
             assert isinstance(consumer, SpawnedConsumer)
             await consumer.request("profile", False)
@@ -821,6 +852,10 @@ async def _paced(
         ),
         **latency_summary(latencies),
     }
+    if phase.collected.get("batches") and phase.seconds:
+        result.latency["loop_busy_pct"] = round(100 * phase.collected["busy"] / phase.seconds, 1)
+    if phase.seconds:
+        result.latency["machine_busy_pct"] = phase.cpu.get("machine_busy_pct")
     if "arrivals" in phase.collected:
         result.arrival_latency = latency_summary(phase.collected["arrivals"])
         result.gc = {
@@ -1131,7 +1166,14 @@ def summary_line(r: ModeResult) -> str:
     if r.latency:
         text += (
             f"; at {_fmt(r.latency['rate'])}/s p50 {_fmt(r.latency['p50_ms'], 1)} ms, "
-            f"p99 {_fmt(r.latency['p99_ms'], 1)} ms"
+            f"p99 {_fmt(r.latency['p99_ms'], 1)} ms (machine busy "
+            f"{_fmt(r.latency.get('machine_busy_pct'))} %"
+            + (
+                f", Fleet's loop {_fmt(r.latency['loop_busy_pct'])} %"
+                if "loop_busy_pct" in r.latency
+                else ""
+            )
+            + ")"
         )
     if r.alarm_latency:
         text += f"; alarm p99 {_fmt(r.alarm_latency.get('p99_ms'), 1)} ms"
@@ -1314,7 +1356,8 @@ def parse_args(
         "--window",
         type=int,
         default=0,
-        help="keep at most this many messages published but not yet processed (0: no cap)",
+        help="with --live: keep at most this many messages published but not yet processed "
+        "(0: no cap)",
     )
     parser.add_argument("--batch-max", type=int, default=None, help="FLEET_INGEST_BATCH_MAX")
     parser.add_argument(
@@ -1323,6 +1366,12 @@ def parse_args(
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument(
         "--stall", type=float, default=5.0, help="give up after this long without progress"
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="measure flat out with the publisher running alongside, instead of draining a "
+        "backlog published while the consumer was stopped",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default=None, help="write a cProfile per Fleet run here")
@@ -1363,6 +1412,7 @@ def parse_args(
         seed=args.seed,
         strict=args.strict,
         profile=args.profile,
+        live=args.live,
         quick=quick,
     )
     if opts.devices < 1 or opts.messages < 1 or opts.naive_messages < 1:

@@ -39,6 +39,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,7 @@ class Figures:
     steady_p50_ms: float = 0.0
     steady_p99_ms: float = 0.0
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     needed_rps: float = 0.0
     few_fired: int = 0
     few_lateness_p50_ms: float = 0.0
@@ -330,6 +332,7 @@ async def _load(
     rng = random.Random(seed)
     latencies: list[float] = []
     errors = 0
+    kinds: Counter[str] = Counter()
     queue = list(names)
     rng.shuffle(queue)
     form = urlencode({"report": REPORT}).encode()
@@ -368,14 +371,15 @@ async def _load(
                     params = {"device_id": name, "connection": f"\tssid=net-{name[-2:]}",
                               "period": period}  # fmt: skip
                     started = time.perf_counter()
+                    as_post = zlib.crc32(name.encode()) % 1000 < post * 1000
                     try:
-                        if (
-                            await send(raw, params, zlib.crc32(name.encode()) % 1000 < post * 1000)
-                            != 200
-                        ):
+                        status = await send(raw, params, as_post)
+                        if status != 200:
                             errors += 1
-                    except (httpx.HTTPError, OSError, ValueError, IndexError):
+                            kinds[f"HTTP {status}"] += 1
+                    except (httpx.HTTPError, OSError, ValueError, IndexError) as exc:
                         errors += 1
+                        kinds[type(exc).__name__] += 1
                         raw.close()
                         raw = RawClient(base)
                     latencies.append(time.perf_counter() - started)
@@ -385,13 +389,20 @@ async def _load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"count": len(names), "elapsed": elapsed, "latencies": latencies, "errors": errors}
+    return {
+        "count": len(names),
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "errors": errors,
+        "kinds": dict(kinds),
+    }
 
 
 class Loaders:
     def __init__(self, count: int, base: str, token: str, names: list[str], concurrency: int,
                  post: float, period: float, client_kind: str) -> None:  # fmt: skip
         context = multiprocessing.get_context("spawn")
+        self.error_kinds: Counter[str] = Counter()
         self.pipes: list[Connection] = []
         self.processes = []
         per = max(1, concurrency // count)
@@ -418,6 +429,8 @@ class Loaders:
         elapsed = time.perf_counter() - started
         count = sum(r["count"] for r in results)
         latencies = [lat for r in results for lat in r["latencies"]]
+        for result in results:
+            self.error_kinds.update(result["kinds"])  # adds the counts
         return count / elapsed, latencies, sum(r["errors"] for r in results)
 
     def stop(self) -> None:
@@ -550,10 +563,21 @@ def run(args: argparse.Namespace, database: str, log: Any) -> Figures:
         figures.steady_p50_ms = statistics.median(latencies) * 1000
         figures.steady_p99_ms = _percentile(latencies, 0.99) * 1000
         figures.errors = errors + more_errors
+        figures.error_kinds = dict(loaders.error_kinds)
         after_steady = db.size()
         figures.steady_growth_bytes_per_device_day = (
             (after_steady - registered) / args.devices / steady_seconds * 86400
         )
+        # More passes of the same reports: on PostgreSQL the first one leaves a second version
+        # of every row (MVCC) that VACUUM then lets the next ones reuse, so the growth that
+        # lasts is that of the last pass.
+        for extra in range(args.steady_passes - 1):
+            before_pass = db.size()
+            started = time.monotonic()
+            loaders.run(seed=3 + extra)
+            figures.steady_growth_bytes_per_device_day = (
+                (db.size() - before_pass) / args.devices / (time.monotonic() - started) * 86400
+            )
         log(
             f"[{database}] steady reports: {rps:,.0f} requests/s, p99 "
             f"{figures.steady_p99_ms:.1f} ms, {figures.steady_mean_batch:.0f} per transaction, "
@@ -622,6 +646,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the period the devices announce in the load passes: long, so that "
                         "no timer fires while they run (capacity is compared with "
                         "devices / --period; the lateness runs re-arm the timers)")  # fmt: skip
+    parser.add_argument("--steady-passes", type=int, default=1,
+                        help="steady passes; the growth figure is the last one's")  # fmt: skip
     parser.add_argument("--arm-delay", type=float, default=2.0,
                         help="seconds from re-arming the timers to the first due")  # fmt: skip
     parser.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN)

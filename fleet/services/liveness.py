@@ -179,7 +179,7 @@ class LivenessService:
         verdicts = iter(changed)
         for token, request in batch:
             if token not in owners:
-                outcomes.append(BadToken(token))
+                outcomes.append(BadToken())  # never the token itself: it could reach a log
                 continue
             account_id = owners[token]
             uid = device_uid(account_id, request.name)
