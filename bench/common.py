@@ -41,6 +41,7 @@ Frame = tuple[str, bytes]
 Key = tuple[str, int]  # (hostname, frame sequence): names one message of the workload
 Commit = tuple[str, int, float]  # (hostname, frame sequence, time.time() of its commit)
 ALARM_EVERY = 250  # one message in this many of the paced phase is an alarm raise
+PACE_SLACK_SECONDS = 0.0005
 
 
 def process_context() -> Any:
@@ -83,8 +84,8 @@ def latency_summary(values: list[float]) -> dict[str, float | int | None]:
 class Workload:
     """Every message of a run, generated (encoded, HMAC-framed) once before any clock starts and
     published alike to every mode: the untimed warm-up (one login, then one heartbeat, per
-    device: every device online with a full set of readings), the flat-out heartbeats, then the
-    paced ones with an alarm raise every ALARM_EVERY messages."""
+    device: every device online with a full set of readings), the flat-out heartbeats (drained,
+    then live), then the paced ones with an alarm raise every ALARM_EVERY messages."""
 
     base: str
     hostnames: list[str]
@@ -114,15 +115,18 @@ def make_panels(base: str, count: int, seed: int) -> list[SimulatedPanel]:
     return panels
 
 
-def make_workload(devices: int, flat: int, paced: int, seed: int, base: str) -> Workload:
+def make_workload(
+    devices: int, flat: int, paced: int, seed: int, base: str, live: int = 0
+) -> Workload:
     panels = make_panels(base, devices, seed)
     for index, panel in enumerate(panels):
         # Device ids are assigned in this order when the template is seeded: every message
         # carries its device's id, as from a panel that was synced long ago.
         panel.device_db_id = index + 1
     now = time.time()
-    segments: dict[str, list[Frame]] = {"warmup": [], "flat": [], "paced": []}
-    keys: dict[str, list[Key]] = {"warmup": [], "flat": [], "paced": []}
+    names = ("warmup", "flat", "live", "paced")
+    segments: dict[str, list[Frame]] = {name: [] for name in names}
+    keys: dict[str, list[Key]] = {name: [] for name in names}
 
     def add(segment: str, panel: SimulatedPanel, frame: Frame) -> None:
         segments[segment].append(frame)
@@ -132,9 +136,9 @@ def make_workload(devices: int, flat: int, paced: int, seed: int, base: str) -> 
         add("warmup", panel, panel.login(now))
     for panel in panels:
         add("warmup", panel, panel.heartbeat(now))
-    for index in range(flat):
+    for index in range(flat + live):
         panel = panels[index % devices]
-        add("flat", panel, panel.heartbeat(now))
+        add("flat" if index < flat else "live", panel, panel.heartbeat(now))
     alarms: list[int] = []
     every = max(2, min(ALARM_EVERY, paced // 4 or 2))
     for index in range(paced):
@@ -144,7 +148,7 @@ def make_workload(devices: int, flat: int, paced: int, seed: int, base: str) -> 
             alarms.append(index)
             add("paced", panel, panel.alarm(now, "PANIC1", active=True))
         else:
-            panel = panels[(flat + index) % devices]
+            panel = panels[(flat + live + index) % devices]
             add("paced", panel, panel.heartbeat(now))
     return Workload(
         base=base,
@@ -226,9 +230,12 @@ def _publish_all(
     blocked = 0.0
     first = time.time()
     for index, (topic, payload) in enumerate(frames[job.start : job.stop]):
-        if job.rate > 0 and index % 20 == 0:
+        if job.rate > 0:
+            # Evenly, as the traffic of many devices reaches a broker: never more than about
+            # half a millisecond ahead of the schedule (bursts with gaps between them would
+            # close Fleet's batches early, on its 2 ms idle flush, and make them small).
             ahead = first + index / job.rate - time.time()
-            if ahead > 0:
+            if ahead > PACE_SLACK_SECONDS:
                 time.sleep(ahead)
         if job.window and index - processed.value >= job.window:
             waiting = time.monotonic()
@@ -359,7 +366,7 @@ class ConsumerProcess:
             args=(child, self.progress_value),
             kwargs=kwargs,
             name=name,
-            daemon=True,
+            daemon=False,  # Fleet may start a child of its own (FLEET_INGEST_RECEIVER=process)
         )
         self._process.start()
         child.close()
@@ -613,6 +620,21 @@ def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
     except OSError:
         return None
     return stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
+
+
+def with_descendants(pids: list[int]) -> list[int]:
+    """`pids` and every process below them (a Fleet ingest's MQTT receiver, say), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        fields = _stat_fields(int(entry)) if entry.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1][1]), []).append(int(entry))  # [state, ppid, …]
+    found, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -14,9 +14,10 @@ same messages from one publisher process to each mode in turn, each in processes
 * workers: `--workers N` `fleet ingest` processes with FLEET_INGEST_PARTITION k/N on PostgreSQL;
 * memory: bytes per known device in Fleet's caches, `--memory-devices` panels without a broker.
 
-Each mode: messages/s flat out (draining a backlog published while the consumer was stopped;
-`--live` publishes alongside instead), then a second run paced at half of that (`--rate`) for the
-message-to-commit latency, CPU seconds and peak RSS per process. bench/README.md explains it all.
+Each mode: messages/s flat out, draining a backlog published while the consumer was stopped (the
+consumer's capacity) and with the publisher running alongside (what this one machine does end to
+end), then a run paced at half of the latter (`--rate`) for the message-to-commit latency; CPU
+seconds and peak RSS per process. bench/README.md explains it all.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from bench.common import (
     peak_rss_mb,
     reset_peak_rss,
     seed_devices,
+    with_descendants,
 )
 from bench.naive import start_naive
 from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, parse_mqtt_url
@@ -479,7 +481,8 @@ class ModeResult:
     publish_seconds: float | None = None  # first publish -> the broker had the last one
     vs_ceiling: float | None = None  # msg/s over the ceiling's at the same QoS
     vs_naive: float | None = None  # msg/s over the naive baseline's on the same database
-    latency: dict[str, Any] = field(default_factory=dict)  # paced run at half capacity
+    live: dict[str, Any] = field(default_factory=dict)  # flat out, publisher alongside
+    latency: dict[str, Any] = field(default_factory=dict)  # paced run at half the live rate
     arrival_latency: dict[str, Any] = field(default_factory=dict)  # Fleet: arrival -> commit
     alarm_latency: dict[str, Any] = field(default_factory=dict)  # publish -> hub delivery
     gc: dict[str, Any] = field(default_factory=dict)  # Fleet's collections in the paced run
@@ -539,7 +542,6 @@ class Options:
     seed: int = 1
     strict: bool = False
     profile: str | None = None  # directory for a cProfile of each Fleet flat-out run
-    live: bool = False  # flat out with the publisher running alongside (not a drained backlog)
     quick: bool = False
 
 
@@ -589,10 +591,14 @@ async def run_phase(
     phase = Phase(target=job.stop - job.start)
     await consumer.collect()  # forget what earlier phases recorded
     consumer.begin(job)
-    pids = {"consumer": consumer.pids, "publisher": [publisher.pid]}
+    trees = {pid: with_descendants([pid]) for pid in consumer.pids}
+    pids = {
+        "consumer": [pid for tree in trees.values() for pid in tree],
+        "publisher": [publisher.pid],
+    }
     started = time.time()
     if drain:
-        _signal_all(consumer.pids, signal.SIGSTOP)
+        _signal_all(pids["consumer"], signal.SIGSTOP)
         try:
             publisher.start(job)
             # Not longer than the MQTT keepalive allows a silent client (Fleet's is 30 s).
@@ -601,7 +607,7 @@ async def run_phase(
         finally:
             started = time.time()
             before = cpu_snapshot(pids, database, ctx.broker_pid)
-            _signal_all(consumer.pids, signal.SIGCONT)
+            _signal_all(pids["consumer"], signal.SIGCONT)
     else:
         before = cpu_snapshot(pids, database, ctx.broker_pid)
         publisher.start(job)
@@ -631,9 +637,14 @@ async def run_phase(
     if len(consumer.pids) > 1:
         phase.cpu_each = [
             round(
-                after.groups["consumer"].get(pid, 0.0) - before.groups["consumer"].get(pid, 0.0), 2
+                sum(
+                    after.groups["consumer"].get(member, 0.0)
+                    - before.groups["consumer"].get(member, 0.0)
+                    for member in tree
+                ),
+                2,
             )
-            for pid in consumer.pids
+            for tree in trees.values()
         ]
     phase.published = await publisher.finish(opts.timeout)
     phase.processed = min(done, phase.target)
@@ -754,18 +765,25 @@ async def run_mode(ctx: Context, mode: Mode) -> ModeResult:
         if opts.profile and mode.kind == "fleet":
             assert isinstance(consumer, SpawnedConsumer)
             await consumer.request("profile", True)
-        window = opts.window if opts.live else 0
-        job = PublishJob("flat", 0, count, mode.qos, window=window, timeout=opts.timeout)
-        flat = await run_phase(ctx, consumer, job, database=pg_name, drain=not opts.live)
+        job = PublishJob("flat", 0, count, mode.qos, timeout=opts.timeout)
+        flat = await run_phase(ctx, consumer, job, database=pg_name, drain=True)
         if opts.profile and mode.kind == "fleet":
             assert isinstance(consumer, SpawnedConsumer)
             await consumer.request("profile", False)
         _fill_flat(result, flat, count)
         if url:
             result.rows_stored = await asyncio.to_thread(count_rows, url) - rows_before
-        if mode.kind != "ceiling" and flat.msg_per_s:
+        if not flat.complete:
+            raise BenchError("the flat-out run did not complete: no live or paced run")
+        await settle(consumer, quiet=0.3)
+        count = min(count, len(workload.segments["live"]))
+        job = PublishJob("live", 0, count, mode.qos, window=opts.window, timeout=opts.timeout)
+        live = await run_phase(ctx, consumer, job, database=pg_name)
+        result.live = _live_figures(live)
+        capacity = live.msg_per_s if live.complete else None
+        if mode.kind != "ceiling" and capacity:
             await settle(consumer, quiet=0.3)
-            await _paced(ctx, consumer, mode, result, flat.msg_per_s)
+            await _paced(ctx, consumer, mode, result, capacity)
         if isinstance(consumer, IngestWorkers):
             result.peak_rss_mb["consumer"] = consumer.peak_rss()
         else:
@@ -789,6 +807,27 @@ async def run_mode(ctx: Context, mode: Mode) -> ModeResult:
             await asyncio.to_thread(ctx.dbs.drop, url)
         result.wall_seconds = round(time.monotonic() - started, 1)
     return result
+
+
+def _live_figures(live: Phase) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "messages": live.target,
+        "processed": live.processed,
+        "complete": live.complete,
+        "msg_per_s": live.msg_per_s,
+        "seconds": live.seconds,
+        "publish_seconds": round(live.published["flushed"] - live.published["first"], 3),
+        "cpu": live.cpu,
+    }
+    if live.processed:
+        figures["cpu_us_per_msg"] = {
+            name: round(live.cpu[name] / live.processed * 1e6, 1)
+            for name in ("consumer", "publisher", "mosquitto", "postgres")
+            if live.cpu.get(name)
+        }
+    if not live.complete:
+        figures["note"] = f"{live.stopped}: {live.processed:,} of {live.target:,} processed"
+    return figures
 
 
 def _fill_flat(result: ModeResult, flat: Phase, count: int) -> None:
@@ -1047,10 +1086,16 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
         if modes:
             console.print(
                 f"generating {2 * opts.devices:,} warm-up messages and "
-                f"{2 * opts.messages:,} heartbeats …"
+                f"{3 * opts.messages:,} heartbeats …"
             )
             workload = await asyncio.to_thread(
-                make_workload, opts.devices, opts.messages, opts.messages, opts.seed, base
+                make_workload,
+                opts.devices,
+                opts.messages,
+                opts.messages,
+                opts.seed,
+                base,
+                opts.messages,
             )
             dbs = Databases(opts.pg_admin, opts.pg_template, workload)
             publisher = Publisher(address, f"fleet-bench-pub-{base}", workload)
@@ -1162,7 +1207,9 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 
 def summary_line(r: ModeResult) -> str:
-    text = f"{_fmt(r.msg_per_s)} msg/s ({r.processed:,}/{r.messages:,})"
+    text = f"{_fmt(r.msg_per_s)} msg/s drained ({r.processed:,}/{r.messages:,})"
+    if r.live:
+        text += f", {_fmt(r.live.get('msg_per_s'))} msg/s live"
     if r.latency:
         text += (
             f"; at {_fmt(r.latency['rate'])}/s p50 {_fmt(r.latency['p50_ms'], 1)} ms, "
@@ -1204,12 +1251,13 @@ def render(console: Console, report: dict[str, Any]) -> None:
     )
     opts = report["options"]
     table = Table(
-        title=f"{opts['devices']:,} devices; {opts['messages']:,} heartbeats flat out "
-        f"({opts['naive_messages']:,} for naive), then paced at half of each rate"
+        title=f"{opts['devices']:,} devices; {opts['messages']:,} heartbeats flat out, drained "
+        f"then live ({opts['naive_messages']:,} for naive), then paced at half the live rate"
     )
     for name in (
         "mode",
         "msg/s",
+        "live msg/s",
         "x ceiling",
         "x naive",
         "paced /s",
@@ -1228,6 +1276,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
         table.add_row(
             run["mode"],
             _fmt(run["msg_per_s"]) + ("" if run["complete"] else "*"),
+            _fmt(run["live"].get("msg_per_s")) + ("" if run["live"].get("complete", True) else "*"),
             _fmt(run["vs_ceiling"], 2),
             _fmt(run["vs_naive"], 1),
             _fmt(latency.get("rate")),
@@ -1243,7 +1292,7 @@ def render(console: Console, report: dict[str, Any]) -> None:
         )
     if report["modes"]:
         console.print(table)
-        detail = Table(title="Where the time went, flat-out runs")
+        detail = Table(title="Where the time went, flat-out (drained) runs")
         for name in (
             "mode",
             "publish s",
@@ -1356,7 +1405,7 @@ def parse_args(
         "--window",
         type=int,
         default=0,
-        help="with --live: keep at most this many messages published but not yet processed "
+        help="live run: keep at most this many messages published but not yet processed "
         "(0: no cap)",
     )
     parser.add_argument("--batch-max", type=int, default=None, help="FLEET_INGEST_BATCH_MAX")
@@ -1366,12 +1415,6 @@ def parse_args(
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per phase")
     parser.add_argument(
         "--stall", type=float, default=5.0, help="give up after this long without progress"
-    )
-    parser.add_argument(
-        "--live",
-        action="store_true",
-        help="measure flat out with the publisher running alongside, instead of draining a "
-        "backlog published while the consumer was stopped",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", default=None, help="write a cProfile per Fleet run here")
@@ -1412,7 +1455,6 @@ def parse_args(
         seed=args.seed,
         strict=args.strict,
         profile=args.profile,
-        live=args.live,
         quick=quick,
     )
     if opts.devices < 1 or opts.messages < 1 or opts.naive_messages < 1:

@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 
 from fleet.config import Settings, split_host_port
-from fleet.ingest.mqtt_link import BrokerAddress
 
 app = typer.Typer(help="Fleet: the backend for fleets of IoT devices.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -203,7 +202,7 @@ def demo(
 
 @app.command()
 def simulate(
-    panels: Annotated[int, typer.Option(help="How many simulated alarm panels.")] = 100,
+    panels: Annotated[int, typer.Option(help="How many simulated alarm panels (0: none).")] = 100,
     broker: Annotated[str, typer.Option(help="mqtt://host:port of the broker.")] = (
         "mqtt://127.0.0.1:1883"
     ),
@@ -214,7 +213,7 @@ def simulate(
     rate: Annotated[
         float | None,
         typer.Option(
-            help="Load-test mode: publish this many messages/s (0 = as fast as possible) "
+            help="Load-test mode: publish this many panel messages/s (0 = as fast as possible) "
             "instead of the panels' own timing."
         ),
     ] = None,
@@ -222,78 +221,93 @@ def simulate(
         int | None, typer.Option(help="Load-test mode: stop after this many messages.")
     ] = None,
     qos: Annotated[int, typer.Option(help="QoS of the load-test messages.")] = 0,
+    reporters: Annotated[
+        int, typer.Option(help="How many monitoring probes report over HTTP (needs --fleet-url).")
+    ] = 0,
+    fleet_url: Annotated[
+        str, typer.Option(help="Fleet's base URL, for the probes' /report calls.")
+    ] = "http://127.0.0.1:8000",
+    ingest_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FLEET_INGEST_TOKEN",
+            help="The account's ingest token (`fleet accounts ingest-token NAME`), for probes.",
+        ),
+    ] = None,
+    report_period: Annotated[int, typer.Option(help="Seconds between a probe's reports.")] = 60,
+    report_rate: Annotated[
+        float | None,
+        typer.Option(help="Load-test mode for probes: this many reports/s, taking turns."),
+    ] = None,
+    meters: Annotated[
+        bool,
+        typer.Option(
+            "--meters/--no-meters",
+            help="Run a simulated meter head-end that answers the commands Fleet sends to meters.",
+        ),
+    ] = False,
+    hes_failure_rate: Annotated[
+        float, typer.Option(help="Share of meter commands the head-end answers FAILED.")
+    ] = 0.0,
 ) -> None:
-    """Simulate ESP32 alarm panels against any broker (keyed with FLEET_ALARM_HMAC_KEY)."""
+    """Simulated devices of every kind Fleet speaks: alarm panels (MQTT, keyed with
+    FLEET_ALARM_HMAC_KEY), monitoring probes (HTTP) and a smart-meter head-end (MQTT)."""
+    from rich.live import Live
+
     from fleet.ingest.mqtt_link import parse_mqtt_url
-    from fleet.sim.alarm_panel import PanelFleet
+    from fleet.sim.session import (
+        HesPlan,
+        PanelPlan,
+        Progress,
+        ReporterPlan,
+        SimulationPlan,
+        run_simulation,
+    )
 
     settings = _settings()
     address = parse_mqtt_url(broker)
-    if rate is not None or count is not None:
-        _load_test(settings, address, panels, base, rate or 0.0, count, duration, qos, seed)
-        return
-    fleet = PanelFleet(
-        host=address.host,
-        port=address.port,
-        base=base or settings.alarm_topic_base,
-        key=settings.hmac_key,
-        count=panels,
-        seed=seed,
-        hb_interval=hb_interval,
-        username=address.username,
-        password=address.password,
-    )
-    console.print(f"{panels} panels → {address.host}:{address.port}; Ctrl+C stops")
-    try:
-        stats = asyncio.run(fleet.run(duration))
-    except KeyboardInterrupt:
-        return
-    console.print(
-        f"published: {dict(stats.published)}; commands answered: {stats.commands_answered}"
-    )
-
-
-def _load_test(
-    settings: Settings,
-    address: BrokerAddress,
-    panels: int,
-    base: str | None,
-    rate: float,
-    count: int | None,
-    duration: float | None,
-    qos: int,
-    seed: int | None,
-) -> None:
-    from rich.live import Live
-
-    from fleet.sim.flood import FloodProgress, flood, panel_messages
-
-    if count is None and duration is None:
-        console.print("load-test mode runs until Ctrl+C; use --count or --duration to bound it")
-    target = f"{rate:g}/s" if rate else "as fast as possible"
-    console.print(f"{panels} panels → {address.host}:{address.port}, {target}, QoS {qos}")
+    plan = SimulationPlan(broker=address, duration=duration, seed=seed)
+    if panels:
+        plan.panels = PanelPlan(
+            panels,
+            base or settings.alarm_topic_base,
+            settings.hmac_key,
+            hb_interval=hb_interval,
+            rate=rate,
+            total=count,
+            qos=qos,
+        )
+    if reporters:
+        if not ingest_token:
+            console.print(
+                "[red]error:[/red] probes need the account's ingest token: --ingest-token or "
+                "FLEET_INGEST_TOKEN (`fleet accounts ingest-token NAME` prints one)"
+            )
+            raise typer.Exit(2)
+        plan.reporters = ReporterPlan(
+            reporters, fleet_url, ingest_token, period=report_period, rate=report_rate
+        )
+    if meters:
+        plan.hes = HesPlan(settings.hes_topic_prefix, hes_failure_rate)
+    if plan.panels is None and plan.reporters is None and plan.hes is None:
+        console.print("[red]error:[/red] nothing to simulate: --panels, --reporters or --meters")
+        raise typer.Exit(2)
+    kinds = [
+        f"{panels} panels → {address.host}:{address.port}"
+        + (f" at {rate:g}/s" if rate else " as fast as possible" if rate == 0 else ""),
+        f"{reporters} probes → {fleet_url}" if reporters else "",
+        f"meter head-end on {settings.hes_topic_prefix}/+/command" if meters else "",
+    ]
+    console.print("; ".join(k for k in kinds if k and not k.startswith("0 ")))
+    if duration is None and count is None:
+        console.print("runs until Ctrl+C (--duration or --count bound it)")
     with Live(console=console, refresh_per_second=4) as live:
 
-        def show(progress: FloodProgress) -> None:
-            live.update(
-                f"sent {progress.sent:,}  rate {progress.rate:,.0f}/s  errors {progress.errors:,}"
-            )
+        def show(progress: Progress) -> None:
+            live.update(progress.line())
 
         with contextlib.suppress(KeyboardInterrupt):
-            flood(
-                address.host,
-                address.port,
-                panel_messages(
-                    base or settings.alarm_topic_base, settings.hmac_key, panels, seed or 0
-                ),
-                total=count,
-                rate=rate,
-                qos=qos,
-                duration=duration,
-                on_progress=show,
-                username=address.username,
-                password=address.password,
-            )
+            asyncio.run(run_simulation(plan, show))
 
 
 bench_app = typer.Typer(

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="'k/N': this process ingests only its share of the devices (by a hash of the "
         "topic), so N processes split the load on any broker; empty = all devices.",
     )
+    ingest_receiver: Literal["inline", "process"] = Field(
+        default="process",
+        description="'process': read MQTT in a child process (paho's parsing on another core); "
+        "'inline': in the ingest's own event loop.",
+    )
     ingest_batch_max: int = Field(
         default=2000, ge=1, description="Most messages the ingest writes in one transaction."
     )

@@ -26,8 +26,6 @@ MULTIPLE = "MULTIPLE"
 # The seed's priority when several kinds change at once.
 PRIORITY = (ALARM, STATE_CHANGE, CONNECTION, SENSOR_DATA)
 
-IO_FIELDS = ("panic1", "panic2", "box_sw", "siren", "turret")
-
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -85,29 +83,41 @@ def _moved(old: float | None, new: float | None, delta: float) -> bool:
     return abs(new - old) >= delta - EPSILON
 
 
+def _changed(old: bool | None, new: bool | None) -> bool:
+    return new is not None and new != old
+
+
 def changed_kinds(
     last: Snapshot | None, new: Snapshot, *, state_changed: bool, connection_changed: bool
 ) -> tuple[str, ...]:
     """Every kind that changed, in the seed's priority order."""
-    kinds: set[str] = set()
-    if state_changed:
-        kinds.add(STATE_CHANGE)
-    if connection_changed:
-        kinds.add(CONNECTION)
+    # Built in PRIORITY order directly: this runs for every message, so no sets or getattr.
+    kinds: list[str] = []
+    io_changed = sensor_moved = False
     if last is None:
-        kinds.add(SENSOR_DATA)
+        sensor_moved = True
     else:
-        if any(
-            getattr(new, f) is not None and getattr(new, f) != getattr(last, f) for f in IO_FIELDS
-        ):
-            kinds.add(ALARM)
-        if (
+        io_changed = (
+            _changed(last.panic1, new.panic1)
+            or _changed(last.panic2, new.panic2)
+            or _changed(last.box_sw, new.box_sw)
+            or _changed(last.siren, new.siren)
+            or _changed(last.turret, new.turret)
+        )
+        sensor_moved = (
             _moved(last.temperature, new.temperature, TEMPERATURE_DELTA)
             or _moved(last.humidity, new.humidity, HUMIDITY_DELTA)
             or _moved(last.fan_pwm_duty, new.fan_pwm_duty, FAN_DELTA)
-        ):
-            kinds.add(SENSOR_DATA)
-    return tuple(kind for kind in PRIORITY if kind in kinds)
+        )
+    if io_changed:
+        kinds.append(ALARM)
+    if state_changed:
+        kinds.append(STATE_CHANGE)
+    if connection_changed:
+        kinds.append(CONNECTION)
+    if sensor_moved:
+        kinds.append(SENSOR_DATA)
+    return tuple(kinds)
 
 
 def decide(

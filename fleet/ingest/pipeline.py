@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.core.events import Event
 from fleet.ingest.integration import Integration
-from fleet.ingest.mqtt_link import InboundMessage, MqttLink
+from fleet.ingest.mqtt_link import InboundMessage, Link
 from fleet.ingest.namespaces import NamespaceResolver
 from fleet.ingest.partition import Partition
 from fleet.ingest.rejections import IngestStats, Rejection
@@ -39,6 +39,7 @@ IDLE_FLUSH_SECONDS = 0.002
 LATENCY_SAMPLES = 50
 URGENT_SUFFIXES = ("/alarm",)
 SWEEP_INTERVAL_SECONDS = 1.0
+ROUTE_CACHE_SIZE = 200_000  # topics whose integration is remembered (cleared when full)
 # A failed transaction (database restarting) is retried after 0.5 s, doubling to 10 s.
 RETRY_MIN_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
@@ -67,7 +68,7 @@ class IngestPipeline:
     def __init__(
         self,
         engine: AsyncEngine,
-        link: MqttLink,
+        link: Link,
         handler: AlarmPanelHandler,
         namespaces: NamespaceResolver,
         commands: CommandService,
@@ -94,6 +95,7 @@ class IngestPipeline:
         self.partition = partition
         self.stats = IngestStats()
         self.integrations: dict[str, Integration] = {}
+        self._routes: dict[str, Integration | None] = {}
         self.latencies: list[float] = []  # commit latency samples, for benchmarks
         self.keep_latencies = False
         self._stop = asyncio.Event()
@@ -101,6 +103,7 @@ class IngestPipeline:
     def add_integration(self, integration: Integration) -> None:
         """Route the topics `integration` matches to it (checked before the alarm panels)."""
         self.integrations[integration.name] = integration
+        self._routes.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,10 +174,15 @@ class IngestPipeline:
     def _route(self, topic: str) -> Integration | None:
         if not self.integrations:
             return None
-        for integration in self.integrations.values():
-            if integration.matches(topic):
-                return integration
-        return None
+        # Devices publish on a few topics each: each topic is matched once, then looked up.
+        routes = self._routes
+        if topic in routes:
+            return routes[topic]
+        found = next((i for i in self.integrations.values() if i.matches(topic)), None)
+        if len(routes) >= ROUTE_CACHE_SIZE:
+            routes.clear()
+        routes[topic] = found
+        return found
 
     async def _commit_other(self, integration: Integration, messages: list[InboundMessage]) -> None:
         delay = RETRY_MIN_SECONDS
@@ -222,8 +230,12 @@ class IngestPipeline:
         try:
             async with self.engine.begin() as conn:
                 outcome = BatchOutcome()
+                # A batch holds a handful of namespaces: each is resolved once.
+                bases: dict[str, int | None] = {}
+                for base in {message.base for message in prepared}:
+                    bases[base] = await self.namespaces.resolve(conn, base)
                 for message in prepared:
-                    account_id = await self.namespaces.resolve(conn, message.base)
+                    account_id = bases[message.base]
                     if account_id is None:
                         outcome.rejected.append(
                             Rejection("unknown_namespace", message.source.topic, message.base)

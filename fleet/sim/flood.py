@@ -5,6 +5,7 @@ sending heartbeats with their random walks, and now and then an alarm."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -66,10 +67,13 @@ def flood(
     qos: int = 0,
     duration: float | None = None,
     on_progress: Callable[[FloodProgress], None] | None = None,
+    progress: FloodProgress | None = None,
+    halt: threading.Event | None = None,
     username: str | None = None,
     password: str | None = None,
 ) -> FloodProgress:
-    """Publish until `total` messages or `duration` seconds; rate 0 = as fast as possible."""
+    """Publish until `total` messages, `duration` seconds or `halt`; rate 0 = as fast as
+    possible. `progress` (updated as it goes) may be given, to be read from another thread."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"fleet-flood-{uuid.uuid4().hex[:8]}"
     )
@@ -78,7 +82,9 @@ def flood(
         client.username_pw_set(username, password)
     client.connect(host, port, keepalive=60)
     client.loop_start()
-    progress = FloodProgress(started=time.monotonic())
+    if progress is None:
+        progress = FloodProgress()
+    progress.started = time.monotonic()
     last_report = progress.started
     try:
         for index, (topic, payload) in enumerate(messages):
@@ -86,6 +92,8 @@ def flood(
                 break
             now = time.monotonic()
             if duration is not None and now - progress.started >= duration:
+                break
+            if halt is not None and index % PACE_EVERY == 0 and halt.is_set():
                 break
             if rate > 0 and index % PACE_EVERY == 0:
                 ahead = progress.started + index / rate - now

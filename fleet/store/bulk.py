@@ -61,13 +61,22 @@ def _sqlite_converters(table: sa.Table, columns: Sequence[str]) -> list[int]:
     return [i for i, name in enumerate(columns) if isinstance(table.c[name].type, UTCDateTime)]
 
 
-def _sqlite_row(row: Sequence[Any], convert: list[int]) -> tuple[Any, ...]:
+def _sqlite_rows(rows: Iterable[Sequence[Any]], convert: list[int]) -> list[tuple[Any, ...]]:
     if not convert:
-        return tuple(row)
-    out = list(row)
-    for i in convert:
-        out[i] = _sqlite_value(out[i])
-    return tuple(out)
+        return [tuple(row) for row in rows]
+    # A batch's rows mostly share one timestamp (the batch's `now`): format each distinct one once.
+    formatted: dict[Any, Any] = {}
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for i in convert:
+            value = values[i]
+            text = formatted.get(value)
+            if text is None:
+                text = formatted[value] = _sqlite_value(value)
+            values[i] = text
+        out.append(tuple(values))
+    return out
 
 
 async def insert_rows(
@@ -93,7 +102,7 @@ async def insert_rows(
         convert = _sqlite_converters(table, columns)
         await conn.exec_driver_sql(
             f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})',
-            [_sqlite_row(row, convert) for row in rows],
+            _sqlite_rows(rows, convert),
         )
 
 
@@ -120,10 +129,10 @@ async def update_rows(
             convert = _sqlite_converters(table, columns)
             await conn.exec_driver_sql(
                 f'UPDATE "{table.name}" SET {sets} WHERE "{key}" = ?',
-                [
-                    (*_sqlite_row([values[c] for c in columns], convert), key_value)
-                    for key_value, values in members
-                ],
+                _sqlite_rows(
+                    ([*(values[c] for c in columns), key_value] for key_value, values in members),
+                    convert,
+                ),
             )
 
 

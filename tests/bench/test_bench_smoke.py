@@ -62,6 +62,7 @@ def test_every_mode_runs_and_accounts_for_every_message(pg_template: str, tmp_pa
         assert run["complete"], (run["mode"], run["note"])
         assert run["processed"] == run["messages"] == expected, run["mode"]
         assert run["msg_per_s"] is not None and run["rejected"] == {}, run["mode"]
+        assert run["live"]["complete"] and run["live"]["msg_per_s"] is not None, run["mode"]
         assert run["cpu"]["consumer"] >= 0 and run["peak_rss_mb"]["consumer"], run["mode"]
         if run["kind"] == "ceiling":
             continue

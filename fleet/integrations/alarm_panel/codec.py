@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import math
 import struct
@@ -87,6 +88,7 @@ def _number(table: Mapping[int, str], label: str, field: str) -> int:
 # --------------------------------------------------------------------------- value helpers
 
 
+@functools.lru_cache(maxsize=1 << 16)  # sensors repeat their readings: most are a lookup
 def _float32(value: float) -> float:
     """The shortest decimal that round-trips through float32.
 

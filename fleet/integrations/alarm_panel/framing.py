@@ -6,7 +6,6 @@ Layout: ``[payload_len u16 BE][sequence u32 BE][payload][tag 8 bytes]`` where
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import struct
@@ -37,7 +36,8 @@ class Frame:
 
 
 def _tag(key: bytes, signed: bytes) -> bytes:
-    return hmac.new(key, signed, hashlib.sha256).digest()[-TAG_SIZE:]
+    # hmac.digest is OpenSSL's one-shot HMAC: about a third of the cost of an hmac.new object.
+    return hmac.digest(key, signed, "sha256")[-TAG_SIZE:]
 
 
 def encode_frame(key: bytes, sequence: int, payload: bytes) -> bytes:
@@ -63,10 +63,10 @@ def decode_frame(key: bytes, data: bytes, max_payload: int = 4096) -> Frame:
         raise FrameError("oversized")
     if len(data) != HEADER_SIZE + payload_len + TAG_SIZE:
         raise FrameError("length_mismatch")
-    signed, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
-    if not hmac.compare_digest(_tag(key, signed), tag):
+    signed = data[:-TAG_SIZE]
+    if not hmac.compare_digest(_tag(key, signed), data[-TAG_SIZE:]):
         raise FrameError("bad_hmac")
-    return Frame(sequence=sequence, payload=bytes(signed[HEADER_SIZE:]))
+    return Frame(sequence, signed[HEADER_SIZE:])
 
 
 def parse_hmac_key(hex64: str) -> bytes:

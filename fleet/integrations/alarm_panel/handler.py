@@ -61,6 +61,10 @@ class _Batch:
         self.status.setdefault(device_id, {}).update(values)
 
 
+def _replay(message: PanelMessage) -> Rejection:
+    return Rejection("replay", message.source.topic, f"sequence {message.frame_sequence}")
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
@@ -88,8 +92,14 @@ class AlarmPanelHandler:
     ) -> BatchOutcome:
         await self._load_missing(conn, messages)
         batch = _Batch()
+        states = self.states
         for account_id, message in messages:
-            rejection = await self._apply_one(conn, batch, account_id, message, now)
+            # Most messages are heartbeats of known panels: decided without a coroutine step.
+            state = states.get((account_id, message.mac))
+            if state is not None and type(message.report) is HeartbeatReport:
+                rejection = self._known_heartbeat(batch, state, message, now)
+            else:
+                rejection = await self._apply_one(conn, batch, account_id, message, now)
             if rejection is None:
                 batch.outcome.applied.append(message)
             else:
@@ -137,26 +147,16 @@ class AlarmPanelHandler:
                 return Rejection("unknown_device", message.source.topic, message.hostname)
             state = await self._register(conn, batch, account_id, message, report, now)
         elif not self._fresh(state, message):
-            return Rejection("replay", message.source.topic, f"sequence {message.frame_sequence}")
+            return _replay(message)
         if isinstance(report, LastWillReport):
             self._go_offline(batch, state, now, reason="last will")
             return None
-        connection_changed = not state.is_online
-        state.is_online, state.last_seen = True, now
-        batch.set_status(
-            state.device_id,
-            {"is_online": True, "last_seen": now, "last_frame_seq": state.last_frame_seq},
-        )
-        if connection_changed:
-            batch.outcome.events.append(Event(account_id, "device.online", state.device_id, {}))
+        if isinstance(report, HeartbeatReport):
+            self._heartbeat(batch, state, report, now)
+            return None
+        connection_changed = self._seen(batch, state, now, {})
         if isinstance(report, StatusReport):
             await self._status(conn, batch, state, message, report, now, connection_changed)
-        elif isinstance(report, HeartbeatReport):
-            values = status_fields.from_heartbeat(report)
-            batch.set_status(state.device_id, values)
-            state.uptime = report.uptime
-            self._record(batch, state, status_fields.snapshot(values), now, connection_changed)
-            self._check_sync(batch, state, report.device_db_id, now)
         elif isinstance(report, AlarmReport):
             io = await apply_alarm(
                 conn, account_id, state.device_id, report, now, batch.outcome.events
@@ -186,6 +186,40 @@ class AlarmPanelHandler:
                     )
                 )
         return None
+
+    def _known_heartbeat(
+        self, batch: _Batch, state: PanelState, message: PanelMessage, now: datetime
+    ) -> Rejection | None:
+        if not self._fresh(state, message):
+            return _replay(message)
+        self._heartbeat(batch, state, message.report, now)  # type: ignore[arg-type]
+        return None
+
+    def _heartbeat(
+        self, batch: _Batch, state: PanelState, report: HeartbeatReport, now: datetime
+    ) -> None:
+        connection_changed = self._seen(batch, state, now, status_fields.from_heartbeat(report))
+        state.uptime = report.uptime
+        reading = status_fields.heartbeat_snapshot(report)
+        self._record(batch, state, reading, now, connection_changed)
+        self._check_sync(batch, state, report.device_db_id, now)
+
+    def _seen(
+        self, batch: _Batch, state: PanelState, now: datetime, values: dict[str, Any]
+    ) -> bool:
+        """A message from the panel: online, seen now, with `values` for its status row.
+        True when it was offline until now (a CONNECTION change)."""
+        connection_changed = not state.is_online
+        state.is_online, state.last_seen = True, now
+        values["is_online"] = True
+        values["last_seen"] = now
+        values["last_frame_seq"] = state.last_frame_seq
+        batch.set_status(state.device_id, values)
+        if connection_changed:
+            batch.outcome.events.append(
+                Event(state.account_id, "device.online", state.device_id, {})
+            )
+        return connection_changed
 
     def _fresh(self, state: PanelState, message: PanelMessage) -> bool:
         """Anti-replay on the frame sequence. A last will is exempt: the broker publishes the

@@ -85,6 +85,20 @@ def from_heartbeat(report: HeartbeatReport) -> dict[str, Any]:
     }
 
 
+def heartbeat_snapshot(report: HeartbeatReport) -> Snapshot:
+    """`snapshot(from_heartbeat(report))`, built directly (every heartbeat takes this path)."""
+    return Snapshot(
+        report.temperature,
+        report.humidity,
+        report.fan_pwm_duty,
+        report.panic1,
+        report.panic2,
+        report.box_sw,
+        report.siren,
+        report.turret,
+    )
+
+
 def snapshot(values: dict[str, Any]) -> Snapshot:
     """The history-relevant part of a status update (absent fields stay None = unchanged)."""
     return Snapshot(**{name: values.get(name) for name in Snapshot.__slots__})

@@ -51,8 +51,10 @@ def _is_plain_level(level: str) -> bool:
     return bool(level) and not any(ch in level for ch in "/+#")
 
 
+@functools.lru_cache(maxsize=1 << 17)  # a few topics per panel: each is parsed once, then looked up
 def parse_topic(topic: str) -> PanelTopic:
-    """Split an alarm-panel topic; ``resp`` is normalised to ``response``."""
+    """Split an alarm-panel topic; ``resp`` is normalised to ``response``. Raises TopicError
+    (errors are not cached: a garbage topic costs its parse every time)."""
     levels = topic.split("/")
     if len(levels) != 5 or levels[1:3] != ["pb", "d"]:
         raise TopicError("bad_shape")
