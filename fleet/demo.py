@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import uvicorn
@@ -13,6 +12,7 @@ from rich.panel import Panel
 from fleet.app import create_app
 from fleet.config import Settings, split_host_port
 from fleet.sim.alarm_panel import PanelFleet
+from fleet.stopping import cancel_and_wait
 from fleet.store import accounts
 from fleet.store.engine import create_engine
 from fleet.store.migrate import upgrade
@@ -110,6 +110,4 @@ async def run_demo(
     try:
         await serving
     finally:
-        simulating.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await simulating
+        await cancel_and_wait(simulating)

@@ -9,7 +9,6 @@ import asyncio
 import gc
 import logging
 import uuid
-from contextlib import suppress
 from datetime import UTC, datetime
 
 from fleet.config import DEMO_HMAC_KEY_HEX, Settings, split_host_port
@@ -30,6 +29,7 @@ from fleet.jobs.retention import RetentionPolicy, apply_retention
 from fleet.jobs.scheduler import Job, run_jobs
 from fleet.services.commands import CommandService
 from fleet.services.liveness import LivenessService, intervals_from
+from fleet.stopping import cancel_and_wait
 from fleet.store.engine import create_engine
 from fleet.store.migrate import upgrade
 
@@ -159,10 +159,7 @@ class FleetRuntime:
     async def stop(self) -> None:
         self._stop.set()
         self.pipeline.stop()
-        for task in self._tasks:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         self.link.stop()
         if self.embedded is not None:

@@ -44,6 +44,7 @@ from fleet.events.model import (
     StreamOverflow,
 )
 from fleet.events.pg_wakeup import PgWakeups
+from fleet.stopping import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +214,7 @@ class EventHub:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self.wakeups is not None:
             await self.wakeups.stop()
         for sub in list(self._subs):
@@ -224,7 +223,8 @@ class EventHub:
 
     async def wait_ready(self) -> None:
         try:
-            await asyncio.wait_for(self._ready.wait(), READY_TIMEOUT_SECONDS)
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await self._ready.wait()
         except TimeoutError as exc:
             raise HubUnavailable(
                 "the event stream is not ready: its database is unreachable"
@@ -366,7 +366,8 @@ class EventHub:
         while True:
             timeout = GAP_POLL_SECONDS if self._gap is not None else self.poll_seconds
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self._advance()

@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fleet.stopping import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "fleet_events"
@@ -58,16 +60,13 @@ class PgWakeups:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         await self._close()
 
     async def wait_connected(self) -> None:
-        await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT * 2)
+        async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+            await self._connected.wait()
 
     def notify(self) -> None:
         """Tell the other processes to look (after a commit); never blocks."""
@@ -105,11 +104,12 @@ class PgWakeups:
                 self._on_wake()  # whatever was committed while nobody listened
                 while True:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), CHECK_SECONDS)
+                        async with asyncio.timeout(CHECK_SECONDS):
+                            await lost.wait()
                     if lost.is_set() or conn.is_closed():
                         raise ConnectionError("closed by the server")
-                    async with self._lock:
-                        await asyncio.wait_for(conn.execute("SELECT 1"), CONNECT_TIMEOUT)
+                    async with self._lock, asyncio.timeout(CONNECT_TIMEOUT):
+                        await conn.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # refused, reset, timed out, server restarting
@@ -130,10 +130,8 @@ class PgWakeups:
             if conn is None or conn.is_closed():
                 continue  # the others find the events by their poll; the hub woke itself
             try:
-                async with self._lock:
-                    await asyncio.wait_for(
-                        conn.execute("SELECT pg_notify($1, '')", self.channel), CONNECT_TIMEOUT
-                    )
+                async with self._lock, asyncio.timeout(CONNECT_TIMEOUT):
+                    await conn.execute("SELECT pg_notify($1, '')", self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -86,7 +86,8 @@ class Inbox:
 
     async def wait(self, max_wait: float | None) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wakeup.wait(), max_wait)
+            async with asyncio.timeout(max_wait):
+                await self.wakeup.wait()
 
     def drain(self, limit: int) -> list[InboundMessage]:
         self.wakeup.clear()
@@ -302,16 +303,15 @@ class MqttLink:
             f"cannot reach the MQTT broker at {self.address.host}:{self.address.port}"
         )
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(
+            async with asyncio.timeout(wait_connected):
+                await asyncio.to_thread(
                     self._client.connect, self.address.host, self.address.port, KEEPALIVE_SECONDS
-                ),
-                wait_connected,
-            )
+                )
             self._housekeeping = asyncio.create_task(self._keep_alive(), name="mqtt-keepalive")
             # Waiting for the SUBACK too: a message published right after start() must not be
             # missed.
-            await asyncio.wait_for(self._subscribed.wait(), wait_connected)
+            async with asyncio.timeout(wait_connected):
+                await self._subscribed.wait()
         except (OSError, TimeoutError) as exc:
             self.stop()
             raise unreachable from exc

@@ -177,9 +177,8 @@ class ProcessLink:
         theirs.close()
         self._conn, self._process = ours, process
         try:
-            ready = await asyncio.wait_for(
-                asyncio.to_thread(_receive, ours), wait_connected + START_TIMEOUT_SECONDS
-            )
+            async with asyncio.timeout(wait_connected + START_TIMEOUT_SECONDS):
+                ready = await asyncio.to_thread(_receive, ours)
         except (TimeoutError, EOFError, OSError) as exc:
             raise ConnectionError(f"the MQTT receiver did not start: {exc!r}") from exc
         if ready[0] != "ready":

@@ -36,4 +36,5 @@ async def run_jobs(jobs: list[Job], stop: asyncio.Event, tick: float = 0.5) -> N
                 # A job that fails (database restarting) is tried again at its next turn.
                 log.exception("background job %s failed", job.name)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), tick)
+            async with asyncio.timeout(tick):
+                await stop.wait()

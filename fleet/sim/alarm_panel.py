@@ -461,7 +461,8 @@ class PanelFleet:
             if deadline is not None:
                 wake = min(wake, deadline)
             try:
-                item = await asyncio.wait_for(inbox.get(), timeout=max(0.0, wake - now))
+                async with asyncio.timeout(max(0.0, wake - now)):
+                    item = await inbox.get()
             except TimeoutError:
                 continue
             if item.event == "stop":

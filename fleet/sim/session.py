@@ -9,7 +9,6 @@ progress line shows what each has sent and how many errors it met.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -121,9 +120,8 @@ async def run_simulation(plan: SimulationPlan, show: Callable[[Progress], None])
         for task in tasks:
             if not task.done() and plan.duration is None:
                 task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks)  # their errors are raised below
         if hes is not None:
             await asyncio.to_thread(hes.stop)
     progress.parts = {name: read() for name, read in parts}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -149,3 +150,17 @@ async def test_retention_keeps_the_newest_and_resets_old_cursors(
     assert await hub.prune() == 1
     assert await hub.prune() == 0
     assert len(await all_ids(engine)) == 2
+
+
+async def test_stop_right_after_a_wake_up_stops(engine: AsyncEngine) -> None:
+    """A wake-up and the cancellation landing in the same loop turn: on Python 3.11,
+    `asyncio.wait_for` returned the wake-up and lost the cancellation, and stop() never returned
+    (this hung a CI run). Every stop must finish, whatever the timing."""
+    for _ in range(20):
+        hub = EventHub(engine, client_buffer=BUFFER)
+        await hub.start()
+        await hub.wait_ready()
+        hub.notify()  # the idle hub's wait completes in the next turn…
+        began = time.monotonic()
+        await hub.stop()  # …the turn in which its cancellation arrives
+        assert time.monotonic() - began < 1.0

@@ -217,7 +217,8 @@ async def _sse(sub: Subscription) -> AsyncIterator[str]:
     yield _sse_frame("ready", sub.start, _control(sub.start))
     while True:
         try:
-            batch = await asyncio.wait_for(sub.next_batch(SEND_BATCH), KEEPALIVE_SECONDS)
+            async with asyncio.timeout(KEEPALIVE_SECONDS):
+                batch = await sub.next_batch(SEND_BATCH)
         except TimeoutError:
             yield ": keep-alive\n\n"
             continue
@@ -304,7 +305,8 @@ class _BadHello(Exception):
 async def _hello(websocket: WebSocket, now: int) -> int:
     """The cursor from the client's first message, or `now` if it sends none in time."""
     try:
-        received = await asyncio.wait_for(websocket.receive(), HELLO_SECONDS)
+        async with asyncio.timeout(HELLO_SECONDS):
+            received = await websocket.receive()
     except TimeoutError:
         return now
     if received["type"] == "websocket.disconnect":
