@@ -127,6 +127,8 @@ async def _fleet_serve(
     commits: list[Commit] = []
     arrivals: list[float] = []  # commit - arrival (the pipeline's own latency)
     alarms: dict[int, float] = {}
+    # For each alarm: its arrival in Fleet and its commit, by hostname (where its latency goes).
+    alarm_commits: dict[str, tuple[float, float]] = {}
     timing = {"busy": 0.0, "transaction": 0.0, "batches": 0, "messages": 0, "sweeps": 0}
     timing.update(sweep=0.0, gc_seconds=0.0, gc_max=0.0, gc_full=0)
     process, commit, sweep = pipeline.process, pipeline._commit, pipeline.sweep
@@ -164,6 +166,8 @@ async def _fleet_serve(
         for message in outcome.applied:
             commits.append((message.hostname, message.frame_sequence, committed))
             arrivals.append(committed - message.source.received)
+            if message.kind == "alarm":
+                alarm_commits[message.hostname] = (message.source.received, committed)
         return outcome
 
     async def timed_sweep() -> None:
@@ -223,6 +227,7 @@ async def _fleet_serve(
             "last": commits[-1][2] if commits else None,
             "arrivals": arrivals[:],
             "alarms": dict(alarms),
+            "alarm_commits": dict(alarm_commits),
             "rejected": dict(stats.rejected),
             **timing,
         }
@@ -905,6 +910,8 @@ async def _paced(
     alarms = phase.collected.get("alarms")
     if alarms is not None:
         delays = []
+        alarm_commits = phase.collected.get("alarm_commits", {})
+        stages: dict[str, list[float]] = {"to_fleet": [], "to_commit": [], "to_stream": []}
         for position in workload.alarms:
             if position >= count:
                 break
@@ -912,8 +919,17 @@ async def _paced(
             device_id = ctx.hostname_index[key[0]] + 1
             if device_id in alarms:
                 delays.append(alarms[device_id] - published_at[key])
+            if key[0] in alarm_commits and device_id in alarms:
+                received, committed = alarm_commits[key[0]]
+                stages["to_fleet"].append(received - published_at[key])
+                stages["to_commit"].append(committed - received)
+                stages["to_stream"].append(alarms[device_id] - committed)
         expected = sum(1 for position in workload.alarms if position < count)
         result.alarm_latency = {"alarms": expected, **latency_summary(delays)}
+        # Where an alarm's time goes: publish → Fleet's receiver, → commit, → the event stream.
+        result.alarm_latency["stages"] = {
+            name: latency_summary(values) for name, values in stages.items()
+        }
 
 
 # --------------------------------------------------------------------------- memory per device
@@ -1224,6 +1240,15 @@ def summary_line(r: ModeResult) -> str:
         )
     if r.alarm_latency:
         text += f"; alarm p99 {_fmt(r.alarm_latency.get('p99_ms'), 1)} ms"
+        stages = r.alarm_latency.get("stages") or {}
+        if stages.get("to_commit", {}).get("samples"):
+            text += " (p50/p99 ms: to Fleet {}/{}, to commit {}/{}, to stream {}/{})".format(
+                *(
+                    _fmt(stages[name].get(q), 1)
+                    for name in ("to_fleet", "to_commit", "to_stream")
+                    for q in ("p50_ms", "p99_ms")
+                )
+            )
     if r.gc:
         text += f"; longest GC pause {r.gc['max_ms']} ms ({r.gc['full']} full)"
     text += f" ({_fmt(r.wall_seconds, 1)} s)"
