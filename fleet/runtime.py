@@ -150,11 +150,19 @@ class FleetRuntime:
         await self.event_hub.start()
         await self.link.start()
         if self.ingest_enabled:
-            self._tasks.append(asyncio.create_task(self.pipeline.run(), name="ingest"))
+            ingest = asyncio.create_task(self.pipeline.run(), name="ingest")
+            ingest.add_done_callback(self._ingest_ended)
+            self._tasks.append(ingest)
         self._tasks.append(asyncio.create_task(run_jobs(self.jobs, self._stop), name="jobs"))
 
     async def _retention(self) -> None:
         await apply_retention(self.engine, RetentionPolicy(), datetime.now(UTC))
+
+    def _ingest_ended(self, task: asyncio.Task[None]) -> None:
+        if self._stop.is_set() or task.cancelled():
+            return
+        # Nothing would show it otherwise: the API goes on answering while nothing is ingested.
+        log.critical("the ingest stopped: %r; restart Fleet", task.exception())
 
     async def stop(self) -> None:
         self._stop.set()

@@ -15,13 +15,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel `tasks` and return once every one has ended; a task that failed is logged."""
+async def cancel_and_wait(*tasks: asyncio.Task[Any], patience: float = 10.0) -> None:
+    """Cancel `tasks` and return once every one has ended, or after `patience` seconds (a task whose
+    clean-up waits on something that never answers must not hold the whole stop); a task that
+    failed, or that has not ended by then, is logged."""
     for task in tasks:
         task.cancel()
     if not tasks:
         return
-    await asyncio.wait(tasks)
+    _, running = await asyncio.wait(tasks, timeout=patience)
+    for task in running:
+        log.error("task %s has not stopped after %.0f s; leaving it", task.get_name(), patience)
     for task in tasks:
-        if not task.cancelled() and (error := task.exception()) is not None:
+        if task.done() and not task.cancelled() and (error := task.exception()) is not None:
             log.error("task %s failed while stopping", task.get_name(), exc_info=error)

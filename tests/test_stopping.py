@@ -38,3 +38,23 @@ async def test_the_callers_own_cancellation_still_reaches_it() -> None:
         async with asyncio.timeout(0.05):
             await cancel_and_wait(task)
     await asyncio.wait([task])
+
+
+async def test_a_task_that_will_not_stop_is_left_after_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await released.wait()  # a clean-up that waits on something that does not answer
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    await cancel_and_wait(task, patience=0.1)
+    assert "stubborn has not stopped" in caplog.text
+    assert not task.done()
+    released.set()
+    await asyncio.wait([task])

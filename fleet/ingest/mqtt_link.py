@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import select
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -53,15 +54,16 @@ class BrokerAddress:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     tls: bool = False
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
+        shown = url.replace(parts.password, "***") if parts.password else url
         raise ValueError(
-            f"FLEET_MQTT_URL must be 'embedded' or mqtt://[user:pass@]host:port, got {url!r}"
+            f"FLEET_MQTT_URL must be 'embedded' or mqtt://[user:pass@]host:port, got {shown!r}"
         )
     tls = parts.scheme == "mqtts"
     return BrokerAddress(
@@ -239,6 +241,13 @@ class MqttLink:
 
     def _watch_reads(self, fd: int) -> None:
         assert self._loop is not None
+        if self._stopping:
+            # A reconnect that was still running in its thread when stop() came: close its
+            # socket, or that session would live on unread under our client id.
+            sock = self._client.socket()
+            if sock is not None and sock.fileno() == fd:
+                sock.close()
+            return
         self._loop.add_reader(fd, self._on_readable)
 
     def _watch_writes(self, fd: int) -> None:
@@ -266,12 +275,21 @@ class MqttLink:
                 break
         if self._received != before:
             self._inbox.wakeup.set()
+        sock = client.socket()
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            # TLS: whole records already decrypted sit in the SSL object, where the selector
+            # cannot see them; read them now, not when the next packet happens to arrive.
+            assert self._loop is not None
+            self._loop.call_soon(self._on_readable)
 
     async def _keep_alive(self) -> None:
         """paho's keep-alive pings and retries of unacknowledged publishes (loop_misc)."""
         while not self._stopping:
             await asyncio.sleep(MISC_INTERVAL_SECONDS)
-            self._client.loop_misc()
+            try:
+                self._client.loop_misc()
+            except Exception:  # the pings must go on: a half-open connection is found by them
+                log.exception("MQTT keep-alive failed")
 
     def _start_reconnecting(self) -> None:
         if self._stopping or (self._reconnecting is not None and not self._reconnecting.done()):
@@ -326,14 +344,17 @@ class MqttLink:
         client = self._client
         last = self._last_publish
         if self.connected:
+            # One deadline for all of it: a broker that stopped reading must not hold us here.
             deadline = time.monotonic() + STOP_FLUSH_SECONDS
             while time.monotonic() < deadline and (
                 client.want_write() or (last is not None and not last.is_published())
             ):
-                self._pump(deadline)
+                if not self._pump(deadline):
+                    break
             client.disconnect()
-            while client.socket() is not None and client.want_write():
-                if not self._pump(time.monotonic() + 0.5):
+            deadline = max(deadline, time.monotonic() + 0.5)
+            while client.want_write() and time.monotonic() < deadline:
+                if not self._pump(deadline):
                     break
         sock = client.socket()
         if sock is not None:  # not closed by paho after its DISCONNECT: close it here
@@ -373,6 +394,10 @@ class MqttLink:
         may reorder what it sends next when acknowledgements come out of order). A message from
         an earlier connection is not acknowledged: the broker redelivers it and the anti-replay
         check drops the copy."""
+        if not self.connected:
+            # Between a disconnect and the next CONNACK: an ack queued now could go out before
+            # the CONNECT. Every message waiting was delivered on the old session and comes again.
+            return
         generation = self.generation
         for message in messages:
             if message.qos and message.generation == generation:

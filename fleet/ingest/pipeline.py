@@ -32,6 +32,7 @@ from fleet.integrations.alarm_panel.prepare import PanelMessage, prepare
 from fleet.services.commands import CommandService, DeviceNotFound
 from fleet.services.transports import CommandRejected
 from fleet.store import events as event_log
+from fleet.store.refusals import refused_for_its_content
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,14 @@ class IngestPipeline:
             await self.link.wait_for_messages(SWEEP_INTERVAL_SECONDS)
             batch = await self._collect()
             if batch:
-                await self.process(batch)
+                try:
+                    await self.process(batch)
+                except Exception:
+                    if self._stop.is_set():
+                        raise
+                    # A fault of Fleet's own (the database's are retried inside): the ingest
+                    # must go on with the next batch, not end without a word.
+                    log.exception("ingest: a batch of %d messages failed", len(batch))
             if time.monotonic() - last_sweep >= SWEEP_INTERVAL_SECONDS:
                 last_sweep = time.monotonic()
                 await self.sweep()
@@ -157,7 +165,12 @@ class IngestPipeline:
             await self._commit_other(self.integrations[name], messages)
         committed = time.time()
         self.link.ack(batch)
-        await self._after_commit(outcome)
+        try:
+            await self._after_commit(outcome)
+        finally:  # committed and acknowledged: counted, whatever came after
+            self._count(outcome, committed)
+
+    def _count(self, outcome: BatchOutcome, committed: float) -> None:
         self.stats.batches += 1
         for kind, count in Counter(applied.kind for applied in outcome.applied).items():
             self.stats.accept(NAME, kind, count)
@@ -206,10 +219,10 @@ class IngestPipeline:
             self.event_sink(outcome.events)
 
     async def _commit(self, prepared: list[PanelMessage]) -> BatchOutcome:
-        """Commit the batch, retrying while the database is unreachable. A batch that keeps
-        failing while the database answers holds a message the database refuses (a poison
-        message): it is split until that message is found and rejected, so it cannot stall the
-        ingest and the good messages around it are kept."""
+        """Commit the batch, retrying while the database is unreachable or refuses writes. A
+        batch the database keeps refusing for what it carries (a value out of range: SQLSTATE
+        22/23) holds a poison message: it is split until that message is found and rejected, so
+        it cannot stall the ingest and the good messages around it are kept."""
         delay = RETRY_MIN_SECONDS
         failures = 0
         while True:
@@ -219,7 +232,11 @@ class IngestPipeline:
                 if self._stop.is_set():
                     raise
                 failures += 1
-                if failures >= POISON_AFTER_FAILURES and await self._database_answers():
+                if (
+                    failures >= POISON_AFTER_FAILURES
+                    and refused_for_its_content(exc)
+                    and await self._database_answers()
+                ):
                     return await self._isolate(prepared, exc)
                 log.exception("ingest batch of %d failed; retrying in %.1f s", len(prepared), delay)
                 await asyncio.sleep(delay)
@@ -264,7 +281,12 @@ class IngestPipeline:
             try:
                 part = await self._apply_once(half)
             except Exception as exc:
-                part = await self._isolate(half, exc)
+                # The database's own trouble (it stopped taking writes meanwhile) is waited out
+                # like any other: never a reason to reject a message.
+                if refused_for_its_content(exc):
+                    part = await self._isolate(half, exc)
+                else:
+                    part = await self._commit(half)
             merged.applied += part.applied
             merged.rejected += part.rejected
             merged.sync_requests += part.sync_requests
@@ -311,3 +333,7 @@ class IngestPipeline:
             )
         except (DeviceNotFound, CommandRejected) as exc:
             log.warning("device-id sync for device %d not sent: %s", device_id, exc)
+        except Exception:
+            # After the batch committed: the database went away meanwhile. The sync's own
+            # schedule sends it again; the ingest goes on.
+            log.exception("device-id sync for device %d not sent", device_id)

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+import time
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
@@ -212,7 +213,7 @@ class ProcessLink:
             try:
                 await self._start_receiver(wait_connected=10.0)
                 return
-            except ConnectionError as exc:
+            except Exception as exc:  # refused, or no process/pipe to be had (EMFILE): again
                 log.error("the MQTT receiver did not start (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESTART_MAX_SECONDS)
@@ -233,7 +234,17 @@ class ProcessLink:
             with contextlib.suppress(OSError):
                 _send(conn, ("stop", None))
         if process is not None:
-            process.join(STOP_TIMEOUT_SECONDS)
+            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+            # A burst the receiver is still writing would block it (and so its DISCONNECT and
+            # its last acknowledgements) on a full pipe: take and drop what comes. Nothing is
+            # lost at QoS 1: unacknowledged, those messages come again on the next start.
+            while conn is not None and process.is_alive() and time.monotonic() < deadline:
+                try:
+                    if conn.poll(0.05):
+                        conn.recv_bytes()
+                except (EOFError, OSError):
+                    break
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -167,3 +167,31 @@ async def test_a_message_the_database_refuses_is_isolated_not_retried_forever(st
     if stack.runtime.engine.dialect.name == "postgresql":
         assert stack.runtime.pipeline.stats.rejected["store_error"] == 1
         assert poison.hostname not in stored
+
+
+async def test_the_ingest_goes_on_after_a_fault_of_its_own(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug that raises after a batch committed (fault injected: the step after the commit
+    fails once) is logged; the next batch is ingested as usual."""
+    pipeline = stack.runtime.pipeline
+    after_commit = pipeline._after_commit
+    failed: list[bool] = []
+
+    async def fails_once(outcome: object) -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("injected fault")
+        await after_commit(outcome)  # type: ignore[arg-type]
+
+    pipeline._after_commit = fails_once  # type: ignore[method-assign]
+    first, second = stack.panel(81), stack.panel(82)
+    stack.send(first.login(time.time()))
+    await stack.until(lambda: bool(failed))
+    stack.send(second.login(time.time()))
+    await stack.processed(2)
+    stored = {row.hostname for row in await rows(stack, sa.select(devices))}
+    assert stored == {first.hostname, second.hostname}
+    assert "a batch of 1 messages failed" in caplog.text
+    ingest = next(t for t in stack.runtime._tasks if t.get_name() == "ingest")
+    assert not ingest.done()
