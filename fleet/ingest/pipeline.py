@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 IDLE_FLUSH_SECONDS = 0.002
 LATENCY_SAMPLES = 50
 URGENT_SUFFIXES = ("/alarm",)
+URGENT_KINDS = frozenset({"alarm"})
+URGENT_SPLIT_MIN = 50  # messages in a batch before its alarms get a transaction of their own
 SWEEP_INTERVAL_SECONDS = 1.0
 ROUTE_CACHE_SIZE = 200_000  # topics whose integration is remembered (cleared when full)
 # A failed transaction (database restarting) is retried after 0.5 s, doubling to 10 s.
@@ -59,6 +61,23 @@ EventSink = Callable[[list[Event]], Any]
 
 def _has_urgent(messages: list[InboundMessage]) -> bool:
     return any(m.topic.endswith(URGENT_SUFFIXES) for m in messages)
+
+
+def _urgent_first(prepared: list[PanelMessage]) -> tuple[list[PanelMessage], list[PanelMessage]]:
+    """(the batch's alarms with every message of their devices, the rest), each in arrival
+    order. A device's messages stay together and in order (its anti-replay and CDC need that);
+    only other devices' messages are overtaken. Small batches are not split: one more
+    transaction would cost more than it saves."""
+    if len(prepared) < URGENT_SPLIT_MIN:
+        return [], prepared
+    devices = {(m.base, m.mac) for m in prepared if m.kind in URGENT_KINDS}
+    if not devices:
+        return [], prepared
+    urgent: list[PanelMessage] = []
+    rest: list[PanelMessage] = []
+    for message in prepared:
+        (urgent if (message.base, message.mac) in devices else rest).append(message)
+    return urgent, rest
 
 
 def utcnow() -> datetime:
@@ -160,18 +179,29 @@ class IngestPipeline:
                 self.stats.reject(NAME, result)
             elif result is not None:
                 prepared.append(result)
-        outcome = await self._commit(prepared) if prepared else BatchOutcome()
+        urgent, prepared = _urgent_first(prepared)
+        parts: list[tuple[BatchOutcome, float]] = []
+        if urgent:
+            # Alarms do not wait for the rest of their batch: their small transaction commits
+            # first and their events go out at once; the acknowledgement still waits for all.
+            parts.append((await self._commit(urgent), time.time()))
+            self._notify(parts[-1][0])
+        if prepared:
+            parts.append((await self._commit(prepared), time.time()))
         for name, messages in others.items():
             await self._commit_other(self.integrations[name], messages)
-        committed = time.time()
         self.link.ack(batch)
+        outcome = BatchOutcome()
+        for part, _ in parts:
+            outcome.absorb(part)
+        self.stats.batches += 1
         try:
             await self._after_commit(outcome)
         finally:  # committed and acknowledged: counted, whatever came after
-            self._count(outcome, committed)
+            for part, committed in parts:
+                self._count(part, committed)
 
     def _count(self, outcome: BatchOutcome, committed: float) -> None:
-        self.stats.batches += 1
         for kind, count in Counter(applied.kind for applied in outcome.applied).items():
             self.stats.accept(NAME, kind, count)
         # The histogram gets an even sample of at most LATENCY_SAMPLES per batch: observing
@@ -287,10 +317,7 @@ class IngestPipeline:
                     part = await self._isolate(half, exc)
                 else:
                     part = await self._commit(half)
-            merged.applied += part.applied
-            merged.rejected += part.rejected
-            merged.sync_requests += part.sync_requests
-            merged.events += part.events
+            merged.absorb(part)
         return merged
 
     async def _database_answers(self) -> bool:
@@ -314,8 +341,13 @@ class IngestPipeline:
     async def _after_commit(self, outcome: BatchOutcome) -> None:
         for account_id, device_id in outcome.sync_requests:
             await self._send_sync(account_id, device_id)
+        self._notify(outcome)
+
+    def _notify(self, outcome: BatchOutcome) -> None:
+        """Hand the committed events on (once per event: a part notified early is marked)."""
         if outcome.events and self.event_sink is not None:
             self.event_sink(outcome.events)
+        outcome.events = []
 
     async def _send_sync(self, account_id: int, device_id: int) -> None:
         """The device-id sync is an ordinary command in the ledger (auth level 1, no retries:

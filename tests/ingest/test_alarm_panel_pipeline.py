@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -195,3 +196,58 @@ async def test_the_ingest_goes_on_after_a_fault_of_its_own(
     assert "a batch of 1 messages failed" in caplog.text
     ingest = next(t for t in stack.runtime._tasks if t.get_name() == "ingest")
     assert not ingest.done()
+
+
+async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> None:
+    """In a large batch an alarm (with its device's earlier messages) gets a transaction of its
+    own, committed before the other devices' messages that arrived ahead of it; all are stored
+    and the device's own messages keep their order."""
+    from fleet.ingest.pipeline import SWEEP_INTERVAL_SECONDS, URGENT_SPLIT_MIN
+
+    alarmed = stack.panel(90)
+    now = time.time()
+    stack.send(alarmed.login(now))
+    await stack.processed(1)
+    others = [stack.panel(100 + i) for i in range(URGENT_SPLIT_MIN + 10)]
+    # Hold the ingest while the batch piles up, so that it is read as one batch.
+    link, held = stack.runtime.pipeline.link, asyncio.Event()
+    wait_for_messages = link.wait_for_messages
+
+    async def held_back(max_wait: float | None) -> None:
+        await held.wait()
+        await wait_for_messages(max_wait)
+
+    link.wait_for_messages = held_back  # type: ignore[method-assign]
+    await asyncio.sleep(SWEEP_INTERVAL_SECONDS + 0.3)  # the wait in progress has ended
+    outgoing = [panel.login(now) for panel in others]
+    outgoing += [alarmed.heartbeat(now + 1), alarmed.alarm(now + 2, "PANIC1", active=True)]
+    for message in outgoing:
+        stack.send(message, qos=0)  # QoS 1 would stop at the broker's window of 20 unacked
+    await stack.until(lambda: link.pending() == len(outgoing))
+    held.set()
+    await stack.processed(len(others) + 3, timeout=20)
+    stats = stack.runtime.pipeline.stats
+    assert sum(stats.rejected.values()) == 0
+    async with stack.runtime.engine.connect() as conn:
+        ids = dict((await conn.execute(sa.select(devices.c.hostname, devices.c.id))).all())
+        firsts = dict(
+            (
+                await conn.execute(
+                    sa.select(heartbeats.c.device_id, sa.func.min(heartbeats.c.id)).group_by(
+                        heartbeats.c.device_id
+                    )
+                )
+            ).all()
+        )
+        alarm_row = (
+            await conn.execute(
+                sa.select(sa.func.max(heartbeats.c.id)).where(
+                    heartbeats.c.device_id == ids[alarmed.hostname],
+                    heartbeats.c.change_type == "ALARM",
+                )
+            )
+        ).scalar_one()
+    assert {p.hostname for p in others} <= set(ids)
+    assert alarm_row is not None
+    # Written before the first row of every device whose login came before the alarm.
+    assert alarm_row < min(firsts[ids[p.hostname]] for p in others)

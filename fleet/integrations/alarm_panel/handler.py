@@ -48,6 +48,13 @@ class BatchOutcome:
     sync_requests: list[tuple[int, int]] = field(default_factory=list)  # (account, device)
     events: list[Event] = field(default_factory=list)
 
+    def absorb(self, other: BatchOutcome) -> None:
+        """Add the outcome of a later part of the same batch."""
+        self.applied += other.applied
+        self.rejected += other.rejected
+        self.sync_requests += other.sync_requests
+        self.events += other.events
+
 
 @dataclass
 class _Batch:
