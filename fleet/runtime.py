@@ -35,6 +35,9 @@ from fleet.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
+# How long the ingest waits, after committing alarms, for the event stream to deliver them.
+URGENT_DELIVERY_PATIENCE_SECONDS = 0.025
+
 
 # The ingest allocates a few small objects per message and keeps a cache per device. With
 # CPython's default gen-0 threshold (700) the collector runs every few messages and its older
@@ -101,6 +104,7 @@ class FleetRuntime:
             batch_max=settings.ingest_batch_max,
             batch_wait=settings.ingest_batch_wait_ms / 1000,
             event_sink=self._remember_events,
+            urgent_event_sink=self._deliver_events_now,
             partition=partition,
         )
         self._stop = asyncio.Event()
@@ -133,6 +137,9 @@ class FleetRuntime:
     def _remember_events(self, events: list[Event]) -> None:
         # Committed to the event log: the hub reads them from there, here and in other processes.
         self.event_hub.notify()
+
+    async def _deliver_events_now(self, events: list[Event]) -> None:
+        await self.event_hub.settle(URGENT_DELIVERY_PATIENCE_SECONDS)
 
     async def start(self, *, migrate: bool = True) -> None:
         if self.settings.alarm_hmac_key == DEMO_HMAC_KEY_HEX and self.embedded is None:

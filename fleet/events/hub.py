@@ -201,6 +201,9 @@ class EventHub:
             else None
         )
         self.overflows = 0  # clients dropped for a full buffer, since start
+        # Reads of the log begun and ended, for settle().
+        self._reads_started = self._reads_done = 0
+        self._read_done = asyncio.Event()
         self.skipped_gaps = 0  # gaps given up on after GAP_TIMEOUT_SECONDS
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -236,6 +239,19 @@ class EventHub:
         self._wake.set()
         if self.wakeups is not None:
             self.wakeups.notify()
+
+    async def settle(self, patience: float) -> None:
+        """notify(), then wait (at most `patience` seconds) until a read of the log that began
+        after this call has ended: events committed before the call have then been delivered,
+        unless an older writer still holds them back. For a producer whose events must not
+        wait behind its own next piece of work (the ingest, after an alarm)."""
+        target = self._reads_started + 1
+        self.notify()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(patience):
+                while self._reads_done < target:
+                    self._read_done.clear()
+                    await self._read_done.wait()
 
     @property
     def clients(self) -> int:
@@ -369,6 +385,7 @@ class EventHub:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             self._wake.clear()
+            self._reads_started += 1
             try:
                 await self._advance()
                 delay = GAP_POLL_SECONDS
@@ -377,6 +394,9 @@ class EventHub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
                 self._wake.set()
+            finally:
+                self._reads_done += 1
+                self._read_done.set()
 
     async def _initialise(self) -> None:
         """The horizon starts at the newest event once every writer seen then has ended."""

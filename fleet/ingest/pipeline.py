@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,8 @@ COMMIT_LATENCY = Histogram(
 
 Clock = Callable[[], datetime]
 EventSink = Callable[[list[Event]], Any]
+# Hands committed events on and returns once they have been delivered (or it gave up waiting).
+UrgentEventSink = Callable[[list[Event]], Awaitable[None]]
 
 
 def _has_urgent(messages: list[InboundMessage]) -> bool:
@@ -99,6 +101,7 @@ class IngestPipeline:
         batch_wait: float,
         clock: Clock = utcnow,
         event_sink: EventSink | None = None,
+        urgent_event_sink: UrgentEventSink | None = None,
         partition: Partition | None = None,
     ) -> None:
         self.engine = engine
@@ -112,6 +115,7 @@ class IngestPipeline:
         self.batch_wait = batch_wait
         self.clock = clock
         self.event_sink = event_sink
+        self.urgent_event_sink = urgent_event_sink
         self.partition = partition
         self.stats = IngestStats()
         self.integrations: dict[str, Integration] = {}
@@ -185,7 +189,7 @@ class IngestPipeline:
             # Alarms do not wait for the rest of their batch: their small transaction commits
             # first and their events go out at once; the acknowledgement still waits for all.
             parts.append((await self._commit(urgent), time.time()))
-            self._notify(parts[-1][0])
+            await self._deliver_now(parts[-1][0])
         if prepared:
             parts.append((await self._commit(prepared), time.time()))
         for name, messages in others.items():
@@ -341,6 +345,14 @@ class IngestPipeline:
     async def _after_commit(self, outcome: BatchOutcome) -> None:
         for account_id, device_id in outcome.sync_requests:
             await self._send_sync(account_id, device_id)
+        self._notify(outcome)
+
+    async def _deliver_now(self, outcome: BatchOutcome) -> None:
+        """The alarms' events reach the event stream before the rest of the batch takes the
+        loop (its decisions would otherwise hold the stream's read of the log)."""
+        if outcome.events and self.urgent_event_sink is not None:
+            events, outcome.events = outcome.events, []
+            await self.urgent_event_sink(events)
         self._notify(outcome)
 
     def _notify(self, outcome: BatchOutcome) -> None:

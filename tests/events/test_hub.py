@@ -164,3 +164,15 @@ async def test_stop_right_after_a_wake_up_stops(engine: AsyncEngine) -> None:
         began = time.monotonic()
         await hub.stop()  # …the turn in which its cancellation arrives
         assert time.monotonic() - began < 1.0
+
+
+async def test_settle_returns_once_committed_events_are_delivered(
+    engine: AsyncEngine, hub: EventHub, alice: Tenant
+) -> None:
+    sub = await hub.subscribe(alice.id, None)
+    await append(engine, None, alice.id, 2)  # committed; nobody told the hub
+    began = time.monotonic()
+    await hub.settle(5.0)
+    assert time.monotonic() - began < 1.0
+    got = await collect(sub, 2, within=0.05)  # already there: nothing left to wait for
+    assert cursors(got) == await all_ids(engine, alice.id)
