@@ -62,6 +62,7 @@ async def load_states(
             sync_attempts=int(row.sync_attempts),
             last_sync_attempt=row.last_sync_attempt,
             location=(row.country, row.zone, row.latitude, row.longitude),
+            build=(row.network_type, row.firmware_version),
         )
         for row in rows
     }

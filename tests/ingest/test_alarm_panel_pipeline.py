@@ -251,3 +251,49 @@ async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> 
     assert alarm_row is not None
     # Written before the first row of every device whose login came before the alarm.
     assert alarm_row < min(firsts[ids[p.hostname]] for p in others)
+
+
+async def test_device_status_holds_each_heartbeats_values_exactly(stack: Stack) -> None:
+    """Heartbeats write only the columns that changed; the row still ends up with exactly the
+    last heartbeat's values, whatever changed when (several heartbeats per batch included)."""
+    panel = stack.panel(95)
+    now = time.time()
+    stack.send(panel.login(now))
+    await stack.processed(1)
+    [device] = await rows(stack, sa.select(devices))
+    readings = [
+        dict(temperature=21.5, humidity=40.0, fan_pwm_duty=10, network_type="wifi", firmware="1.0"),
+        dict(temperature=21.5, humidity=41.0, fan_pwm_duty=10, network_type="wifi", firmware="1.0"),
+        dict(temperature=22.0, humidity=41.0, fan_pwm_duty=10, siren=True, firmware="1.1"),
+        dict(
+            temperature=22.0,
+            humidity=41.0,
+            fan_pwm_duty=30,
+            network_type="ethernet",
+            firmware="1.1",
+        ),
+        dict(
+            temperature=22.0,
+            humidity=41.0,
+            fan_pwm_duty=30,
+            network_type="ethernet",
+            firmware="1.1",
+        ),
+    ]
+    sent = 1
+    for i, reading in enumerate(readings):
+        topic = device_topic(panel.base, panel.hostname, "hb")
+        fields = dict(timestamp=int(now) + i, device_db_id=device.id, uptime=100 + i, **reading)
+        stack.raw(topic, encode_frame(KEY, panel._next_sequence(), encode_heartbeat(**fields)))
+        sent += 1
+        if i != 1:  # the first two may share a batch
+            await stack.processed(sent)
+        [status] = await rows(stack, sa.select(device_status))
+        if i == 1:
+            continue
+        expected = {"uptime": 100 + i, "panic1": False, "siren": False, **reading}
+        expected["siren"] = reading.get("siren", False)
+        expected["network_type"] = reading.get("network_type", "wifi")
+        expected["firmware_version"] = expected.pop("firmware")
+        assert {name: getattr(status, name) for name in expected} == pytest.approx(expected)
+    assert sum(stack.runtime.pipeline.stats.rejected.values()) == 0

@@ -205,9 +205,10 @@ class AlarmPanelHandler:
     def _heartbeat(
         self, batch: _Batch, state: PanelState, report: HeartbeatReport, now: datetime
     ) -> None:
-        connection_changed = self._seen(batch, state, now, status_fields.from_heartbeat(report))
-        state.uptime = report.uptime
         reading = status_fields.heartbeat_snapshot(report)
+        changes = status_fields.heartbeat_changes(report, reading, state.current, state.build)
+        connection_changed = self._seen(batch, state, now, changes)
+        state.uptime = report.uptime
         self._record(batch, state, reading, now, connection_changed)
         self._check_sync(batch, state, report.device_db_id, now)
 
@@ -221,6 +222,8 @@ class AlarmPanelHandler:
         values["is_online"] = True
         values["last_seen"] = now
         values["last_frame_seq"] = state.last_frame_seq
+        if "firmware_version" in values:  # a heartbeat with another build
+            state.build = (values["network_type"], values["firmware_version"])
         batch.set_status(state.device_id, values)
         if connection_changed:
             batch.outcome.events.append(
@@ -318,6 +321,7 @@ class AlarmPanelHandler:
             await store.update_device(conn, state.device_id, device_changes)
         values = status_fields.from_status(report)
         batch.set_status(state.device_id, values)
+        state.build = (values["network_type"], values["firmware_version"])
         state_changed = state.device_state is not None and state.device_state != report.device_state
         if state_changed:
             batch.outcome.events.append(

@@ -31,6 +31,8 @@ class PanelState:
     sync_attempts: int
     last_sync_attempt: datetime | None
     location: tuple[str | None, int | None, Decimal | None, Decimal | None]
+    # (network_type, firmware_version) as device_status holds them; None: not known, write.
+    build: tuple[str | None, str | None] | None = None
 
 
 StateKey = tuple[int, str]  # (account_id, MAC)

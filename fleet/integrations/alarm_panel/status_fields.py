@@ -69,24 +69,42 @@ def from_status(report: StatusReport) -> dict[str, Any]:
     }
 
 
-def from_heartbeat(report: HeartbeatReport) -> dict[str, Any]:
-    return {
-        "temperature": report.temperature,
-        "humidity": report.humidity,
-        "fan_pwm_duty": report.fan_pwm_duty,
-        "panic1": report.panic1,
-        "panic2": report.panic2,
-        "siren": report.siren,
-        "turret": report.turret,
-        "box_sw": report.box_sw,
-        "uptime": report.uptime,
-        "network_type": report.network_type,
-        "firmware_version": report.firmware[:FIRMWARE_MAX] or None,
-    }
+def heartbeat_changes(
+    report: HeartbeatReport,
+    reading: Snapshot,
+    current: Snapshot,
+    build: tuple[str | None, str | None] | None,
+) -> dict[str, Any]:
+    """The device_status columns a heartbeat changes: its uptime, and those of its values
+    (temperature, humidity, fan, I/O, network type, firmware) that differ from what the row
+    already holds (`current`, `build`). Every value sent costs the driver's encoding, and most of
+    a heartbeat repeats the last one."""
+    values: dict[str, Any] = {"uptime": report.uptime}
+    # Unrolled: this runs for every heartbeat.
+    if reading.temperature != current.temperature:
+        values["temperature"] = reading.temperature
+    if reading.humidity != current.humidity:
+        values["humidity"] = reading.humidity
+    if reading.fan_pwm_duty != current.fan_pwm_duty:
+        values["fan_pwm_duty"] = reading.fan_pwm_duty
+    if reading.panic1 != current.panic1:
+        values["panic1"] = reading.panic1
+    if reading.panic2 != current.panic2:
+        values["panic2"] = reading.panic2
+    if reading.box_sw != current.box_sw:
+        values["box_sw"] = reading.box_sw
+    if reading.siren != current.siren:
+        values["siren"] = reading.siren
+    if reading.turret != current.turret:
+        values["turret"] = reading.turret
+    reported = (report.network_type, report.firmware[:FIRMWARE_MAX] or None)
+    if reported != build:
+        values["network_type"], values["firmware_version"] = reported
+    return values
 
 
 def heartbeat_snapshot(report: HeartbeatReport) -> Snapshot:
-    """`snapshot(from_heartbeat(report))`, built directly (every heartbeat takes this path)."""
+    """The history-relevant values of a heartbeat (every heartbeat takes this path)."""
     return Snapshot(
         report.temperature,
         report.humidity,
