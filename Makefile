@@ -40,7 +40,7 @@ test: $(STAMP) $(WEB_BUNDLE)
 lint: $(STAMP)
 	$(BIN)/ruff format --check fleet tests bench
 	$(BIN)/ruff check fleet tests bench
-	$(BIN)/mypy fleet
+	$(BIN)/mypy fleet bench
 
 format: $(STAMP)
 	$(BIN)/ruff format fleet tests bench

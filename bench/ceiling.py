@@ -66,7 +66,7 @@ def _ceiling_main(
 
     def handle(command: str, _argument: Any) -> dict[str, Any]:
         nonlocal reported
-        answer = {
+        answer: dict[str, Any] = {
             "count": count - reported,
             "first": times["first"],
             "last": times["last"] if count > reported else None,

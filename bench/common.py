@@ -703,13 +703,13 @@ def cpu_snapshot(
         if fields is None:
             continue
         comm, rest = fields
-        label = None
+        service: str | None = None
         if comm == "mosquitto" and broker_pid is None:
-            label = "mosquitto"
+            service = "mosquitto"
         elif comm == "postgres" and _is_ours_postgres(entry, database):
-            label = "postgres"
-        if label is not None:
-            groups[label][int(entry)] = (int(rest[11]) + int(rest[12])) / TICKS
+            service = "postgres"
+        if service is not None:
+            groups[service][int(entry)] = (int(rest[11]) + int(rest[12])) / TICKS
     snap = CpuSnapshot(groups)
     with contextlib.suppress(OSError, IndexError, ValueError):
         values = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -179,8 +179,9 @@ def _seconds(start: datetime | None, end: datetime | None) -> float:
 
 def _forget_session(host: str, port: int, client_id: str) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
     client.connect(host, port)
     client.loop_start()
     time.sleep(0.05)

@@ -69,6 +69,23 @@ def from_status(report: StatusReport) -> dict[str, Any]:
     }
 
 
+def from_heartbeat(report: HeartbeatReport) -> dict[str, Any]:
+    """Every device_status column a heartbeat carries (the naive baseline writes them all)."""
+    return {
+        "temperature": report.temperature,
+        "humidity": report.humidity,
+        "fan_pwm_duty": report.fan_pwm_duty,
+        "panic1": report.panic1,
+        "panic2": report.panic2,
+        "siren": report.siren,
+        "turret": report.turret,
+        "box_sw": report.box_sw,
+        "uptime": report.uptime,
+        "network_type": report.network_type,
+        "firmware_version": report.firmware[:FIRMWARE_MAX] or None,
+    }
+
+
 def heartbeat_changes(
     report: HeartbeatReport,
     reading: Snapshot,
