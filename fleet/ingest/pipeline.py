@@ -57,7 +57,7 @@ COMMIT_LATENCY = Histogram(
 
 Clock = Callable[[], datetime]
 EventSink = Callable[[list[Event]], Any]
-# Hands committed events on and returns once they have been delivered (or it gave up waiting).
+# Returns once events already handed to the EventSink have been delivered (or it gave up waiting).
 UrgentEventSink = Callable[[list[Event]], Awaitable[None]]
 
 
@@ -350,10 +350,10 @@ class IngestPipeline:
     async def _deliver_now(self, outcome: BatchOutcome) -> None:
         """The alarms' events reach the event stream before the rest of the batch takes the
         loop (its decisions would otherwise hold the stream's read of the log)."""
-        if outcome.events and self.urgent_event_sink is not None:
-            events, outcome.events = outcome.events, []
-            await self.urgent_event_sink(events)
+        events = outcome.events
         self._notify(outcome)
+        if events and self.urgent_event_sink is not None:
+            await self.urgent_event_sink(events)
 
     def _notify(self, outcome: BatchOutcome) -> None:
         """Hand the committed events on (once per event: a part notified early is marked)."""
