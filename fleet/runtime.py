@@ -35,6 +35,8 @@ from fleet.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
 
+# How long stop() lets the ingest and the jobs finish what they are doing before cancelling them.
+STOP_GRACE_SECONDS = 5.0
 # How long the ingest waits, after committing alarms, for the event stream to deliver them.
 URGENT_DELIVERY_PATIENCE_SECONDS = 0.025
 
@@ -174,6 +176,11 @@ class FleetRuntime:
     async def stop(self) -> None:
         self._stop.set()
         self.pipeline.stop()
+        # The ingest and the jobs end by themselves after the batch or job in progress: a task
+        # cancelled in the middle of a transaction can leave its connection behind, still
+        # holding SQLite's write lock. Whatever has not ended by then is cancelled.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS)
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         self.link.stop()

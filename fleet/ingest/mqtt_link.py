@@ -118,6 +118,9 @@ class Link(Protocol):
 
     async def wait_for_messages(self, max_wait: float | None) -> None: ...
 
+    def interrupt_wait(self) -> None:
+        """End a wait_for_messages in progress now (the ingest is stopping)."""
+
     def drain(self, limit: int) -> list[InboundMessage]: ...
 
     def pending(self) -> int: ...
@@ -382,6 +385,9 @@ class MqttLink:
 
     async def wait_for_messages(self, max_wait: float | None) -> None:
         await self._inbox.wait(max_wait)
+
+    def interrupt_wait(self) -> None:
+        self._inbox.wakeup.set()
 
     def drain(self, limit: int) -> list[InboundMessage]:
         return self._inbox.drain(limit)

@@ -130,7 +130,9 @@ class IngestPipeline:
         self._routes.clear()
 
     def stop(self) -> None:
+        """Stop after the batch in progress (run() returns once it is committed)."""
         self._stop.set()
+        self.link.interrupt_wait()
 
     async def run(self) -> None:
         last_sweep = time.monotonic()

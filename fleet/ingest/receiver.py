@@ -260,6 +260,9 @@ class ProcessLink:
     async def wait_for_messages(self, max_wait: float | None) -> None:
         await self._inbox.wait(max_wait)
 
+    def interrupt_wait(self) -> None:
+        self._inbox.wakeup.set()
+
     def drain(self, limit: int) -> list[InboundMessage]:
         return self._inbox.drain(limit)
 

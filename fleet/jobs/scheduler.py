@@ -27,6 +27,8 @@ class Job:
 async def run_jobs(jobs: list[Job], stop: asyncio.Event, tick: float = 0.5) -> None:
     while not stop.is_set():
         for job in jobs:
+            if stop.is_set():
+                return  # stopping: not one more job
             if time.monotonic() - job.last_run < job.every_seconds:
                 continue
             job.last_run = time.monotonic()
