@@ -130,7 +130,25 @@ class Link(Protocol):
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None: ...
 
 
-class MqttLink:
+class InboxReader:
+    """The ingest's side of a link: what it received, waiting in its `Inbox`."""
+
+    _inbox: Inbox
+
+    async def wait_for_messages(self, max_wait: float | None) -> None:
+        await self._inbox.wait(max_wait)
+
+    def interrupt_wait(self) -> None:
+        self._inbox.wakeup.set()
+
+    def drain(self, limit: int) -> list[InboundMessage]:
+        return self._inbox.drain(limit)
+
+    def pending(self) -> int:
+        return len(self._inbox.messages)
+
+
+class MqttLink(InboxReader):
     """paho-mqtt's protocol engine driven by the asyncio loop (paho's "external event loop"
     mode): the socket is watched by the loop, so a received message costs no thread hand-over.
     A paho thread would contend with the ingest for the GIL on every socket read (measured:
@@ -382,18 +400,6 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    async def wait_for_messages(self, max_wait: float | None) -> None:
-        await self._inbox.wait(max_wait)
-
-    def interrupt_wait(self) -> None:
-        self._inbox.wakeup.set()
-
-    def drain(self, limit: int) -> list[InboundMessage]:
-        return self._inbox.drain(limit)
-
-    def pending(self) -> int:
-        return len(self._inbox.messages)
 
     def ack(self, messages: Iterable[InboundMessage]) -> None:
         """Acknowledge committed QoS 1 messages, in the order they arrived (MQTT 4.6: a broker

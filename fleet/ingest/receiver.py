@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, MqttLink
+from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, InboxReader, MqttLink
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ async def _serve(
 
 
 # --- the ingest's side ---------------------------------------------------------------------------
-class ProcessLink:
+class ProcessLink(InboxReader):
     """`MqttLink`'s interface, with the subscription read in a child process."""
 
     def __init__(
@@ -256,18 +256,6 @@ class ProcessLink:
     @property
     def connected(self) -> bool:
         return bool(self._connected.value) and self.publisher.connected
-
-    async def wait_for_messages(self, max_wait: float | None) -> None:
-        await self._inbox.wait(max_wait)
-
-    def interrupt_wait(self) -> None:
-        self._inbox.wakeup.set()
-
-    def drain(self, limit: int) -> list[InboundMessage]:
-        return self._inbox.drain(limit)
-
-    def pending(self) -> int:
-        return len(self._inbox.messages)
 
     def ack(self, messages: Iterable[InboundMessage]) -> None:
         """Send the receiver the ids to acknowledge, in order. Those an earlier receiver
