@@ -136,7 +136,8 @@ class ProcessLink(InboxReader):
         self.publisher = MqttLink(address, f"{client_id}-send", [], persistent_session=False)
         self._inbox = Inbox()
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        self._connected = self._context.Value("b", 0)
+        # One byte the child writes and the ingest reads: no lock (and no semaphore to leak).
+        self._connected = self._context.Value("b", 0, lock=False)
         self._conn: Connection | None = None
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
