@@ -25,6 +25,8 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.ingest.paho_client import BufferedClient
+
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN_SECONDS = 1
@@ -176,7 +178,7 @@ class MqttLink(InboxReader):
         self._reconnecting: asyncio.Task[None] | None = None
         self.generation = 0
         self._last_publish: mqtt.MQTTMessageInfo | None = None
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=not persistent_session,
@@ -297,9 +299,10 @@ class MqttLink(InboxReader):
         if self._received != before:
             self._inbox.wakeup.set()
         sock = client.socket()
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            # TLS: whole records already decrypted sit in the SSL object, where the selector
-            # cannot see them; read them now, not when the next packet happens to arrive.
+        if client.buffered() or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            # Bytes already read sit where the selector cannot see them (the client's read
+            # buffer; with TLS, records decrypted in the SSL object): read them now, not when
+            # the next packet happens to arrive.
             assert self._loop is not None
             self._loop.call_soon(self._on_readable)
 
