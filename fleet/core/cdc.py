@@ -7,8 +7,10 @@ instead of never. Plain values in, a decision out; `now` is passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import fields, replace
 from datetime import datetime
+
+from fleet.core.records import record
 
 # Thresholds of seed 001. Readings arrive as float32, so 20.1 → 20.6 is 0.4999999 in float64:
 # EPSILON keeps a change of exactly the threshold counting as the threshold.
@@ -27,7 +29,7 @@ MULTIPLE = "MULTIPLE"
 PRIORITY = (ALARM, STATE_CHANGE, CONNECTION, SENSOR_DATA)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Snapshot:
     """The values a heartbeats row records."""
 
@@ -57,19 +59,22 @@ class Snapshot:
             older,
             **{
                 name: getattr(self, name)
-                for name in Snapshot.__slots__
+                for name in SNAPSHOT_FIELDS
                 if getattr(self, name) is not None
             },
         )
 
 
-@dataclass(frozen=True, slots=True)
+SNAPSHOT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Snapshot))
+
+
+@record
 class StoredRow:
     time: datetime
     values: Snapshot
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     change_type: str
     kinds: tuple[str, ...]

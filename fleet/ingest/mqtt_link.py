@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.core.records import record
 from fleet.ingest.paho_client import BufferedClient
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ READS_PER_WAKEUP = 1000
 STOP_FLUSH_SECONDS = 2.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboundMessage:
     topic: str
     payload: bytes

@@ -18,13 +18,15 @@ import ipaddress
 import math
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Final, TypeVar, assert_never
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
+
+from fleet.core.records import record
 
 from .proto import alarm_pb2 as pb
 from .proto import heartbeat_pb2 as hb_pb
@@ -131,7 +133,7 @@ def _mac_to_bytes(mac: str | None) -> bytes:
 # only the fields they care about.
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusReport:
     """StatusMessage, sent on ``status`` and ``login``."""
 
@@ -176,7 +178,7 @@ class StatusReport:
     ota_validated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HeartbeatReport:
     timestamp: int = 0
     device_db_id: int = 0
@@ -193,7 +195,7 @@ class HeartbeatReport:
     fan_pwm_duty: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AlarmReport:
     sequence: int = 0
     timestamp: int = 0
@@ -208,7 +210,7 @@ class AlarmReport:
     elapsed_seconds: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandResponseReport:
     request_id: str = ""
     timestamp: int = 0
@@ -218,7 +220,7 @@ class CommandResponseReport:
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LastWillReport:
     sequence: int = 0
     timestamp: int = 0  # when the device connected, not when it dropped

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hmac
 import re
 import struct
-from dataclasses import dataclass
+
+from fleet.core.records import record
 
 _HEADER = struct.Struct(">HI")
 HEADER_SIZE = _HEADER.size  # 6
@@ -29,7 +30,7 @@ class FrameError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Frame:
     sequence: int
     payload: bytes

@@ -6,8 +6,8 @@ No database and no state: a message either becomes a `PanelMessage` or a `Reject
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
+from fleet.core.records import record
 from fleet.ingest.mqtt_link import InboundMessage
 from fleet.ingest.rejections import Rejection
 from fleet.integrations.alarm_panel.codec import DecodeError, Report, decode_message
@@ -15,7 +15,7 @@ from fleet.integrations.alarm_panel.framing import FrameError, decode_frame
 from fleet.integrations.alarm_panel.topics import TopicError, mac_from_hostname, parse_topic
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PanelMessage:
     source: InboundMessage
     base: str

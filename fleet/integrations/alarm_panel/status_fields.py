@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from fleet.core.cdc import Snapshot
+from fleet.core.cdc import SNAPSHOT_FIELDS, Snapshot
 from fleet.integrations.alarm_panel.codec import HeartbeatReport, StatusReport
 
 FIRMWARE_MAX = 16  # VARCHAR(16) in the seed
@@ -136,4 +136,4 @@ def heartbeat_snapshot(report: HeartbeatReport) -> Snapshot:
 
 def snapshot(values: dict[str, Any]) -> Snapshot:
     """The history-relevant part of a status update (absent fields stay None = unchanged)."""
-    return Snapshot(**{name: values.get(name) for name in Snapshot.__slots__})
+    return Snapshot(**{name: values.get(name) for name in SNAPSHOT_FIELDS})

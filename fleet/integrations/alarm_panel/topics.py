@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+
+from fleet.core.records import record
 
 # One wildcard level for the base, one for the hostname, one for the kind.
 SUBSCRIPTION = "+/pb/d/+/+"
@@ -40,7 +41,7 @@ class TopicError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PanelTopic:
     base: str
     hostname: str
