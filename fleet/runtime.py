@@ -22,6 +22,7 @@ from fleet.ingest.partition import Partition
 from fleet.ingest.pipeline import IngestPipeline
 from fleet.ingest.receiver import ProcessLink
 from fleet.integrations.alarm_panel.handler import AlarmPanelHandler
+from fleet.integrations.alarm_panel.prepare import WireDecoder
 from fleet.integrations.alarm_panel.transport import KIND as ALARM_PANEL
 from fleet.integrations.alarm_panel.transport import AlarmPanelTransport
 from fleet.jobs.dispatcher import install as install_tasks
@@ -74,13 +75,22 @@ class FleetRuntime:
             # Each partition keeps a QoS 1 session of its own; one id for two would make the
             # broker disconnect one worker every time the other connects.
             client_id = f"{client_id}-{partition.index}of{partition.count}"
-        link_type = ProcessLink if ingest and settings.ingest_receiver == "process" else MqttLink
-        self.link: Link = link_type(
-            self.broker,
-            client_id,
-            subscriptions,
-            persistent_session=ingest and settings.mqtt_qos > 0,
-        )
+        persistent = ingest and settings.mqtt_qos > 0
+        self.link: Link
+        if ingest and settings.ingest_receiver == "process":
+            # The receiver process decodes the panels' frames too (see alarm_panel.prepare).
+            decoder = WireDecoder(settings.hmac_key, settings.max_payload_bytes, partition)
+            self.link = ProcessLink(
+                self.broker,
+                client_id,
+                subscriptions,
+                persistent_session=persistent,
+                decoder=decoder,
+            )
+        else:
+            self.link = MqttLink(
+                self.broker, client_id, subscriptions, persistent_session=persistent
+            )
         self.commands = CommandService(
             self.engine,
             {ALARM_PANEL: AlarmPanelTransport(self.link, settings.hmac_key)},

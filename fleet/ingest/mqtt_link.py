@@ -50,6 +50,8 @@ class InboundMessage:
     mid: int
     received: float  # time.time() when paho handed it over
     generation: int  # which connection delivered it: an ack must go back on that same session
+    # What the receiver process made of it already (see alarm_panel.prepare.WireDecoder), if any.
+    decoded: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

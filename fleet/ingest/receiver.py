@@ -20,7 +20,7 @@ import multiprocessing
 import pickle
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
@@ -39,6 +39,8 @@ GENERATIONS_PER_RECEIVER = 1_000_000  # a receiver's own connection count stays 
 # What crosses the pipe. Child -> ingest: ("ready", None), ("error", text), ("messages", [tuple of
 # InboundMessage fields, …]). Ingest -> child: ("ack", [(qos, mid, generation), …]), ("stop", None).
 Wire = tuple[str, Any]
+# Run by the child on each message (topic, payload): what it sends as the message's `decoded`.
+Decoder = Callable[[str, bytes], tuple[Any, ...] | None]
 
 
 def _send(conn: Connection, item: Wire) -> None:
@@ -59,13 +61,16 @@ def receiver_main(
     persistent_session: bool,
     connected: Synchronized[int],
     log_level: int,
+    decoder: Decoder | None = None,
 ) -> None:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Ctrl+C reaches the whole process group: the ingest stops this receiver in its own time,
     # after its last acknowledgements.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(conn, address, client_id, subscriptions, persistent_session, connected))
+        asyncio.run(
+            _serve(conn, address, client_id, subscriptions, persistent_session, connected, decoder)
+        )
 
 
 async def _serve(
@@ -75,6 +80,7 @@ async def _serve(
     subscriptions: list[tuple[str, int]],
     persistent_session: bool,
     connected: Synchronized[int],
+    decoder: Decoder | None,
 ) -> None:
     link = MqttLink(address, client_id, subscriptions, persistent_session=persistent_session)
     try:
@@ -104,9 +110,25 @@ async def _serve(
             await link.wait_for_messages(0.5)
             burst = link.drain(BURST_MAX)
             if burst:
-                fields = [
-                    (m.topic, m.payload, m.qos, m.mid, m.received, m.generation) for m in burst
-                ]
+                fields: list[tuple[Any, ...]]
+                if decoder is None:
+                    fields = [
+                        (m.topic, m.payload, m.qos, m.mid, m.received, m.generation, None)
+                        for m in burst
+                    ]
+                else:
+                    fields = [
+                        (
+                            m.topic,
+                            m.payload,
+                            m.qos,
+                            m.mid,
+                            m.received,
+                            m.generation,
+                            decoder(m.topic, m.payload),
+                        )
+                        for m in burst
+                    ]
                 # From a thread: while the pipe is full (the ingest is behind) the loop goes on
                 # reading the ingest's acknowledgements, so neither side waits for the other.
                 await asyncio.to_thread(_send, conn, ("messages", fields))
@@ -128,11 +150,13 @@ class ProcessLink(InboxReader):
         subscriptions: Iterable[tuple[str, int]],
         *,
         persistent_session: bool = True,
+        decoder: Decoder | None = None,
     ) -> None:
         self.address = address
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self.persistent_session = persistent_session
+        self.decoder = decoder
         self.publisher = MqttLink(address, f"{client_id}-send", [], persistent_session=False)
         self._inbox = Inbox()
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
@@ -171,6 +195,7 @@ class ProcessLink(InboxReader):
                 self.persistent_session,
                 self._connected,
                 logging.getLogger().getEffectiveLevel(),
+                self.decoder,
             ),
             name="fleet-mqtt-receiver",
             daemon=True,  # never outlives the ingest
@@ -201,8 +226,8 @@ class ProcessLink(InboxReader):
             # A generation names the receiver too: an ack never reaches another receiver's session.
             base = self._incarnation * GENERATIONS_PER_RECEIVER
             self._inbox.extend(
-                InboundMessage(topic, payload, qos, mid, received, base + generation)
-                for topic, payload, qos, mid, received, generation in body
+                InboundMessage(topic, payload, qos, mid, received, base + generation, decoded)
+                for topic, payload, qos, mid, received, generation, decoded in body
             )
 
     async def _restart(self) -> None:
