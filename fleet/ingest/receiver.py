@@ -29,7 +29,7 @@ from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, InboxRe
 
 log = logging.getLogger(__name__)
 
-BURST_MAX = 5000  # messages per hand-over at most
+BURST_MAX = 1000  # messages per hand-over at most
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 5.0
 RESTART_MIN_SECONDS = 1.0
