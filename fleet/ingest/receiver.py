@@ -7,6 +7,13 @@ the ingest acknowledges a committed batch by sending the ids back, and the child
 them to the broker in arrival order. Commands and other publishes go out over a publish-only
 `MqttLink` of the ingest's own process.
 
+Given a `decoder` (the alarm panels' `WireDecoder`), the child also decodes what it hands over,
+but only while the ingest asks it to: while a backlog of more than `DECODE_ON_BACKLOG` messages
+waits in the ingest's inbox (the ingest's loop is the slower of the two, so the other core takes
+the decoding), until it is down to `DECODE_OFF_BACKLOG`. Otherwise the ingest decodes, and the
+child's time goes to reading the socket and to acknowledgements (at QoS 1 the child is the
+slower one: the broker's window of unacknowledged messages never lets such a backlog build).
+
 If the ingest process dies the pipe closes and the child exits without acknowledging anything:
 the broker redelivers, as it would to an `MqttLink` in the ingest's process.
 """
@@ -30,6 +37,8 @@ from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, InboxRe
 log = logging.getLogger(__name__)
 
 BURST_MAX = 1000  # messages per hand-over at most
+DECODE_ON_BACKLOG = 2 * BURST_MAX  # messages waiting in the ingest: the child decodes from now
+DECODE_OFF_BACKLOG = BURST_MAX // 2  # … until the backlog is down to this
 START_TIMEOUT_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 5.0
 RESTART_MIN_SECONDS = 1.0
@@ -37,7 +46,8 @@ RESTART_MAX_SECONDS = 30.0
 GENERATIONS_PER_RECEIVER = 1_000_000  # a receiver's own connection count stays below this
 
 # What crosses the pipe. Child -> ingest: ("ready", None), ("error", text), ("messages", [tuple of
-# InboundMessage fields, …]). Ingest -> child: ("ack", [(qos, mid, generation), …]), ("stop", None).
+# InboundMessage fields, …]). Ingest -> child: ("ack", [(qos, mid, generation), …]), ("decode",
+# True|False), ("stop", None).
 Wire = tuple[str, Any]
 # Run by the child on each message (topic, payload): what it sends as the message's `decoded`.
 Decoder = Callable[[str, bytes], tuple[Any, ...] | None]
@@ -91,6 +101,7 @@ async def _serve(
     _send(conn, ("ready", None))
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    decoding = {"on": False}  # set by the ingest (see the module's doc)
 
     def on_command() -> None:
         try:
@@ -99,6 +110,8 @@ async def _serve(
             kind, body = "stop", None  # the ingest is gone: stop, acknowledging nothing more
         if kind == "ack":
             link.ack(InboundMessage("", b"", qos, mid, 0.0, gen) for qos, mid, gen in body)
+        elif kind == "decode":
+            decoding["on"] = bool(body)
         elif kind == "stop":
             loop.remove_reader(conn.fileno())
             done.set()
@@ -111,7 +124,7 @@ async def _serve(
             burst = link.drain(BURST_MAX)
             if burst:
                 fields: list[tuple[Any, ...]]
-                if decoder is None:
+                if decoder is None or not decoding["on"]:
                     fields = [
                         (m.topic, m.payload, m.qos, m.mid, m.received, m.generation, None)
                         for m in burst
@@ -157,6 +170,7 @@ class ProcessLink(InboxReader):
         self.subscriptions = list(subscriptions)
         self.persistent_session = persistent_session
         self.decoder = decoder
+        self._decoding = False  # what the receiver was last asked (see the module's doc)
         self.publisher = MqttLink(address, f"{client_id}-send", [], persistent_session=False)
         self._inbox = Inbox()
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
@@ -202,6 +216,7 @@ class ProcessLink(InboxReader):
         )
         process.start()
         theirs.close()
+        self._decoding = False
         self._conn, self._process = ours, process
         try:
             async with asyncio.timeout(wait_connected + START_TIMEOUT_SECONDS):
@@ -229,6 +244,17 @@ class ProcessLink(InboxReader):
                 InboundMessage(topic, payload, qos, mid, received, base + generation, decoded)
                 for topic, payload, qos, mid, received, generation, decoded in body
             )
+            if self.decoder is not None:
+                self._steer_decoding()
+
+    def _steer_decoding(self) -> None:
+        """Ask the receiver to decode while a backlog waits here, and to stop once it is gone."""
+        backlog = len(self._inbox.messages)
+        wanted = backlog > (DECODE_OFF_BACKLOG if self._decoding else DECODE_ON_BACKLOG)
+        if wanted != self._decoding and self._conn is not None:
+            with contextlib.suppress(OSError):
+                _send(self._conn, ("decode", wanted))
+                self._decoding = wanted
 
     async def _restart(self) -> None:
         """A new receiver on the same session: the broker redelivers what the old one received

@@ -3,13 +3,17 @@ over the same QoS 1 session: nothing the panels published is lost, nothing is st
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import pytest
 import sqlalchemy as sa
 
-from fleet.ingest.receiver import ProcessLink
+from fleet.ingest.mqtt_link import BrokerAddress, MqttLink
+from fleet.ingest.receiver import DECODE_ON_BACKLOG, ProcessLink
+from fleet.integrations.alarm_panel.prepare import WireDecoder
+from fleet.integrations.alarm_panel.topics import hostname_from_mac
 from fleet.store.tables import heartbeats
 from tests.ingest.harness import start_stack, stop_stack
 from tests.ingest.test_sigkill import PANELS, messages
@@ -75,3 +79,44 @@ async def test_both_receivers_take_qos1_messages(
         assert not stats.rejected
     finally:
         await stop_stack(stack)
+
+
+async def test_the_receiver_decodes_only_while_a_backlog_waits_for_the_ingest(
+    mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    """The ingest asks the receiver process to decode while more than DECODE_ON_BACKLOG
+    messages wait for it, and to stop once they are down to DECODE_OFF_BACKLOG."""
+    host, port = mqtt_server
+    topic = f"{topic_base}/pb/d/{hostname_from_mac(bytes(6))}/hb"
+    decoder = WireDecoder(bytes(32), 4096, None)
+    link = ProcessLink(
+        BrokerAddress(host, port), f"{topic_base}-steer", [(topic, 0)], decoder=decoder
+    )
+    publisher = MqttLink(
+        BrokerAddress(host, port), f"{topic_base}-pub", [], persistent_session=False
+    )
+    await link.start()
+    await publisher.start()
+
+    async def arrived(count: int) -> None:
+        async with asyncio.timeout(20):
+            while link.pending() < count:  # noqa: ASYNC110 (a count the pipe fills)
+                await asyncio.sleep(0.01)
+
+    try:
+        total = 3 * DECODE_ON_BACKLOG
+        for i in range(total):  # nobody drains: the backlog builds
+            publisher.publish(topic, b"frame %d" % i)
+        await arrived(total)
+        backlog = link.drain(total)
+        assert [m.payload for m in backlog] == [b"frame %d" % i for i in range(total)]
+        assert backlog[0].decoded is None  # the ingest decodes while it keeps up
+        assert backlog[-1].decoded == ("rejected", "too_short", "")  # the receiver, once behind
+        for i in range(3):  # one at a time now, each taken at once: no backlog
+            publisher.publish(topic, b"late %d" % i)
+            await arrived(1)
+            (message,) = link.drain(10)
+        assert message.decoded is None
+    finally:
+        publisher.stop()
+        link.stop()
