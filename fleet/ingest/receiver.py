@@ -123,25 +123,19 @@ async def _serve(
             await link.wait_for_messages(0.5)
             burst = link.drain(BURST_MAX)
             if burst:
-                fields: list[tuple[Any, ...]]
-                if decoder is None or not decoding["on"]:
-                    fields = [
-                        (m.topic, m.payload, m.qos, m.mid, m.received, m.generation, None)
-                        for m in burst
-                    ]
-                else:
-                    fields = [
-                        (
-                            m.topic,
-                            m.payload,
-                            m.qos,
-                            m.mid,
-                            m.received,
-                            m.generation,
-                            decoder(m.topic, m.payload),
-                        )
-                        for m in burst
-                    ]
+                decode = decoder if decoding["on"] else None
+                fields = [
+                    (
+                        m.topic,
+                        m.payload,
+                        m.qos,
+                        m.mid,
+                        m.received,
+                        m.generation,
+                        None if decode is None else decode(m.topic, m.payload),
+                    )
+                    for m in burst
+                ]
                 # From a thread: while the pipe is full (the ingest is behind) the loop goes on
                 # reading the ingest's acknowledgements, so neither side waits for the other.
                 await asyncio.to_thread(_send, conn, ("messages", fields))

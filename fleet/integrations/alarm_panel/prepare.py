@@ -12,6 +12,7 @@ bottleneck, is left with the decisions and the database.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from operator import attrgetter
 from typing import Any
 
@@ -31,6 +32,8 @@ from fleet.integrations.alarm_panel.codec import (
 )
 from fleet.integrations.alarm_panel.framing import FrameError, decode_frame
 from fleet.integrations.alarm_panel.topics import TopicError, mac_from_hostname, parse_topic
+
+log = logging.getLogger(__name__)
 
 
 @record
@@ -166,4 +169,10 @@ class WireDecoder:
     def __call__(self, topic: str, payload: bytes) -> tuple[Any, ...] | None:
         if self._partition is not None and not self._partition.owns(topic):
             return None
-        return to_wire(decode(topic, payload, self._key, self._max_payload))
+        try:
+            return to_wire(decode(topic, payload, self._key, self._max_payload))
+        except Exception:
+            # A fault of Fleet's own must not end the receiver (the broker would redeliver the
+            # same message to the next one, for ever): the ingest decodes it, and handles it.
+            log.exception("receiver: could not decode a message on %s; the ingest will", topic)
+            return None

@@ -104,3 +104,18 @@ def test_another_workers_devices_are_left_undecoded() -> None:
 def test_the_decoder_never_shows_its_key() -> None:
     decoder = WireDecoder(KEY, MAX, None)
     assert KEY.hex() not in repr(decoder) and repr(KEY) not in repr(decoder)
+
+
+def test_a_fault_while_decoding_leaves_the_message_to_the_ingest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in decoding must not end the receiver process (the broker would hand the same
+    message to the next one): the message goes over undecoded."""
+    import fleet.integrations.alarm_panel.prepare as prepare_module
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(prepare_module, "decode", broken)
+    topic, payload = CASES["heartbeat"]
+    assert WireDecoder(KEY, MAX, None)(topic, payload) is None
