@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     ingest_args = [a for a in args.ingest_args if a != "--"]
     console = Console()
+    if not console.is_terminal:  # piped into a file: do not squeeze the table into 80 columns
+        console = Console(width=200)
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-repeat-") as scratch:
         for index in range(args.runs):
