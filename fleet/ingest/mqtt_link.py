@@ -394,12 +394,15 @@ class MqttLink(InboxReader):
         sock = self._client.socket()
         if sock is None:
             return False
-        wait = max(0.0, min(0.05, deadline - time.monotonic()))
+        # Bytes already in the client's read buffer (an acknowledgement we wait for) are not
+        # seen by select: read them without waiting for the socket.
+        buffered = self._client.buffered()
+        wait = 0.0 if buffered else max(0.0, min(0.05, deadline - time.monotonic()))
         writes = [sock] if self._client.want_write() else []
         readable, writable, _ = select.select([sock], writes, [], wait)
         if writable:
             self._client.loop_write()
-        if readable and self._client.socket() is not None:
+        if (readable or buffered) and self._client.socket() is not None:
             self._client.loop_read()
         return True
 

@@ -9,8 +9,9 @@ message, measured with py-spy on a flat-out ingest; see README, Performance).
 - paho matches every incoming topic against its per-topic callbacks (`message_callback_add`) even
   when there are none; Fleet uses only `on_message`, so that matcher is replaced by an empty one.
 
-Both touch paho internals (`_sock_recv`, `_on_message_filtered`) that paho 2.x keeps stable; the
-link tests (tests/ingest) cover them against a real broker, reconnects and TLS-free sockets alike.
+Both touch paho internals (`_sock_recv`, `_on_message_filtered`) that paho 2.x keeps stable
+(pyproject pins paho-mqtt < 3): tests/ingest/test_paho_client.py and every ingest test run them
+against a real broker, broker restarts included (TLS is not tested here).
 """
 
 from __future__ import annotations

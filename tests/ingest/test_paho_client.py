@@ -109,3 +109,19 @@ async def test_every_message_of_a_burst_arrives_in_order(
     finally:
         sender.stop()
         receiver.stop()
+
+
+def test_a_stopping_link_reads_what_waits_in_the_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() pumps the socket with select(), which cannot see bytes already in the client's
+    buffer (say, the acknowledgement of the last command): they are read all the same."""
+    link = MqttLink(BrokerAddress("127.0.0.1", 1), "buffer-stop", [])
+    ours, theirs = _pair()
+    link._client._sock = ours
+    theirs.sendall(b"\x40\x02\x00\x01")  # a PUBACK, read whole into the buffer below
+    assert link._client._sock_recv(1) == b"\x40"
+    reads: list[int] = []
+    monkeypatch.setattr(link._client, "loop_read", lambda *_: reads.append(1) or 0)
+    link._pump(time.monotonic() + 1)
+    assert reads == [1]
+    ours.close()
+    theirs.close()
