@@ -9,14 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fleet.core import cdc
-from fleet.core.cdc import Snapshot, StoredRow
+from fleet.core.cdc import SNAPSHOT_FIELDS, Snapshot, StoredRow
 from fleet.integrations.alarm_panel.state import PanelState
 from fleet.store import bulk
 from fleet.store.tables import alarm_events, device_status, devices, heartbeats
 
 KIND = "alarm_panel"
-SNAPSHOT_FIELDS = cdc.SNAPSHOT_FIELDS
 
 
 def _snapshot(row: Any, prefix: str = "") -> Snapshot:

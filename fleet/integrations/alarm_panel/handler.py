@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fleet.core.backoff import backoff_delay
-from fleet.core.cdc import Snapshot, StoredRow, decide
+from fleet.core.cdc import SNAPSHOT_FIELDS, Snapshot, StoredRow, decide
 from fleet.core.events import Event
 from fleet.ingest.rejections import Rejection
 from fleet.integrations.alarm_panel import status_fields
@@ -374,7 +374,7 @@ class AlarmPanelHandler:
             (
                 now,
                 state.device_id,
-                *(getattr(snapshot, name) for name in store.SNAPSHOT_FIELDS),
+                *(getattr(snapshot, name) for name in SNAPSHOT_FIELDS),
                 decision.change_type,
                 ",".join(decision.kinds),
             )
