@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import pickle
@@ -32,11 +33,21 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
-from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, InboxReader, MqttLink
+from fleet.ingest.mqtt_link import (
+    INBOX_LIMIT,
+    BrokerAddress,
+    InboundMessage,
+    Inbox,
+    InboxReader,
+    MqttLink,
+)
 
 log = logging.getLogger(__name__)
 
 BURST_MAX = 1000  # messages per hand-over at most
+# Messages the child holds read but not handed over, at most: past this it stops reading the
+# socket (see mqtt_link.Inbox) and its time goes to handing over.
+RECEIVER_INBOX_LIMIT = 4 * BURST_MAX
 DECODE_ON_BACKLOG = 2 * BURST_MAX  # messages waiting in the ingest: the child decodes from now
 DECODE_OFF_BACKLOG = BURST_MAX // 2  # … until the backlog is down to this
 START_TIMEOUT_SECONDS = 15.0
@@ -92,7 +103,13 @@ async def _serve(
     connected: Synchronized[int],
     decoder: Decoder | None,
 ) -> None:
-    link = MqttLink(address, client_id, subscriptions, persistent_session=persistent_session)
+    link = MqttLink(
+        address,
+        client_id,
+        subscriptions,
+        persistent_session=persistent_session,
+        inbox_limit=RECEIVER_INBOX_LIMIT,
+    )
     try:
         await link.start()
     except ConnectionError as exc:
@@ -158,6 +175,7 @@ class ProcessLink(InboxReader):
         *,
         persistent_session: bool = True,
         decoder: Decoder | None = None,
+        inbox_limit: int = INBOX_LIMIT,
     ) -> None:
         self.address = address
         self.client_id = client_id
@@ -166,7 +184,7 @@ class ProcessLink(InboxReader):
         self.decoder = decoder
         self._decoding = False  # what the receiver was last asked (see the module's doc)
         self.publisher = MqttLink(address, f"{client_id}-send", [], persistent_session=False)
-        self._inbox = Inbox()
+        self._inbox = Inbox(inbox_limit)
         self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
         # One byte the child writes and the ingest reads: no lock (and no semaphore to leak).
         self._connected = self._context.Value("b", 0, lock=False)
@@ -240,6 +258,15 @@ class ProcessLink(InboxReader):
             )
             if self.decoder is not None:
                 self._steer_decoding()
+            if self._inbox.full:
+                # The ingest is behind: the next bursts wait in the pipe, and the receiver,
+                # blocked on it, leaves the rest with the broker (see mqtt_link.Inbox).
+                self._loop.remove_reader(self._conn.fileno())
+                self._inbox.call_when_room(functools.partial(self._resume_pipe, self._conn))
+
+    def _resume_pipe(self, conn: Connection) -> None:
+        if conn is self._conn and self._loop is not None and not self._stopping:
+            self._loop.add_reader(conn.fileno(), self._on_pipe)
 
     def _steer_decoding(self) -> None:
         """Ask the receiver to decode while a backlog waits here, and to stop once it is gone."""
