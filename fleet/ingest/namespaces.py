@@ -25,6 +25,10 @@ class NamespaceResolver:
         self._map: dict[str, int] = {}
         self._loaded_at = float("-inf")
 
+    def known(self, namespace: str) -> int | None:
+        """The account of a namespace already resolved, without asking the database."""
+        return self._map.get(namespace)
+
     async def resolve(self, conn: AsyncConnection, namespace: str) -> int | None:
         account_id = self._map.get(namespace)
         if account_id is not None:

@@ -57,8 +57,8 @@ class BatchOutcome:
 
 
 @dataclass
-class _Batch:
-    """The writes one batch accumulates before it flushes them."""
+class Decisions:
+    """The writes one batch accumulates before it flushes them, and what came of its messages."""
 
     status: dict[int, dict[str, Any]] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)  # panels.HEARTBEAT_COLUMNS
@@ -98,7 +98,7 @@ class AlarmPanelHandler:
         self, conn: AsyncConnection, messages: list[tuple[int, PanelMessage]], now: datetime
     ) -> BatchOutcome:
         await self._load_missing(conn, messages)
-        batch = _Batch()
+        batch = Decisions()
         states = self.states
         for account_id, message in messages:
             # Most messages are heartbeats of known panels: decided without a coroutine step.
@@ -114,9 +114,38 @@ class AlarmPanelHandler:
         await self._flush(conn, batch)
         return batch.outcome
 
+    def decide_known(
+        self, messages: list[tuple[int, PanelMessage]], now: datetime
+    ) -> Decisions | None:
+        """Decide a batch without the database, if it holds only heartbeats of panels whose
+        state is loaded (the steady state); else None, and nothing is decided. The decisions
+        are made on the in-memory state at once (the next batch builds on them); `write`
+        stores them. If that fails, `forget` the batch's panels: their state is reloaded."""
+        states = self.states
+        for account_id, message in messages:
+            if (
+                type(message.report) is not HeartbeatReport
+                or (account_id, message.mac) not in states
+            ):
+                return None
+        batch = Decisions()
+        for account_id, message in messages:
+            rejection = self._known_heartbeat(
+                batch, states[(account_id, message.mac)], message, now
+            )
+            if rejection is None:
+                batch.outcome.applied.append(message)
+            else:
+                batch.outcome.rejected.append(rejection)
+        return batch
+
+    async def write(self, conn: AsyncConnection, batch: Decisions) -> None:
+        """Store what `decide_known` decided, in the caller's transaction."""
+        await self._flush(conn, batch)
+
     async def sweep(self, conn: AsyncConnection, now: datetime) -> BatchOutcome:
         """Mark silent panels offline and queue the device-id syncs that are due again."""
-        batch = _Batch()
+        batch = Decisions()
         stale = await store.stale_online(conn, now - self.offline_after, limit=1000)
         for key, loaded in stale.items():
             state = self.states.setdefault(key, loaded)
@@ -142,7 +171,7 @@ class AlarmPanelHandler:
     async def _apply_one(
         self,
         conn: AsyncConnection,
-        batch: _Batch,
+        batch: Decisions,
         account_id: int,
         message: PanelMessage,
         now: datetime,
@@ -195,7 +224,7 @@ class AlarmPanelHandler:
         return None
 
     def _known_heartbeat(
-        self, batch: _Batch, state: PanelState, message: PanelMessage, now: datetime
+        self, batch: Decisions, state: PanelState, message: PanelMessage, now: datetime
     ) -> Rejection | None:
         if not self._fresh(state, message):
             return _replay(message)
@@ -203,7 +232,7 @@ class AlarmPanelHandler:
         return None
 
     def _heartbeat(
-        self, batch: _Batch, state: PanelState, report: HeartbeatReport, now: datetime
+        self, batch: Decisions, state: PanelState, report: HeartbeatReport, now: datetime
     ) -> None:
         reading = status_fields.heartbeat_snapshot(report)
         changes = status_fields.heartbeat_changes(report, reading, state.current, state.build)
@@ -213,7 +242,7 @@ class AlarmPanelHandler:
         self._check_sync(batch, state, report.device_db_id, now)
 
     def _seen(
-        self, batch: _Batch, state: PanelState, now: datetime, values: dict[str, Any]
+        self, batch: Decisions, state: PanelState, now: datetime, values: dict[str, Any]
     ) -> bool:
         """A message from the panel: online, seen now, with `values` for its status row.
         True when it was offline until now (a CONNECTION change)."""
@@ -254,7 +283,7 @@ class AlarmPanelHandler:
     async def _register(
         self,
         conn: AsyncConnection,
-        batch: _Batch,
+        batch: Decisions,
         account_id: int,
         message: PanelMessage,
         report: StatusReport,
@@ -300,7 +329,7 @@ class AlarmPanelHandler:
     async def _status(
         self,
         conn: AsyncConnection,
-        batch: _Batch,
+        batch: Decisions,
         state: PanelState,
         message: PanelMessage,
         report: StatusReport,
@@ -346,7 +375,7 @@ class AlarmPanelHandler:
 
     def _record(
         self,
-        batch: _Batch,
+        batch: Decisions,
         state: PanelState,
         reading: Snapshot,
         now: datetime,
@@ -380,7 +409,9 @@ class AlarmPanelHandler:
             )
         )
 
-    def _go_offline(self, batch: _Batch, state: PanelState, now: datetime, *, reason: str) -> None:
+    def _go_offline(
+        self, batch: Decisions, state: PanelState, now: datetime, *, reason: str
+    ) -> None:
         if not state.is_online:
             return
         state.is_online = False
@@ -399,7 +430,7 @@ class AlarmPanelHandler:
         return now >= state.last_sync_attempt + timedelta(seconds=wait)
 
     def _check_sync(
-        self, batch: _Batch, state: PanelState, reported_id: int, now: datetime
+        self, batch: Decisions, state: PanelState, reported_id: int, now: datetime
     ) -> None:
         if reported_id == state.device_id:
             if not state.device_synced or state.sync_attempts:
@@ -412,7 +443,7 @@ class AlarmPanelHandler:
         if self._sync_due(state, now):
             self._book_sync(batch, state, now)
 
-    def _book_sync(self, batch: _Batch, state: PanelState, now: datetime) -> None:
+    def _book_sync(self, batch: Decisions, state: PanelState, now: datetime) -> None:
         """Record a sync attempt in this batch's transaction (so a batch with many messages
         from one unsynced panel asks once); the pipeline sends it after the commit."""
         state.sync_attempts += 1
@@ -429,6 +460,6 @@ class AlarmPanelHandler:
                 state.sync_attempts - 1,
             )
 
-    async def _flush(self, conn: AsyncConnection, batch: _Batch) -> None:
+    async def _flush(self, conn: AsyncConnection, batch: Decisions) -> None:
         await store.write_status(conn, batch.status)
         await store.insert_heartbeats(conn, batch.history)
