@@ -29,20 +29,22 @@ TIMING_COLUMNS = {
 }
 
 
-def recorded_sequence() -> list[tuple[str, bytes]]:
+def recorded_sequence(
+    panels_count: int = PANELS, rounds: int = ROUNDS, alarm_every: int = 7
+) -> list[tuple[str, bytes]]:
     """A fixed message sequence: logins, heartbeats with random walks, alarms raised/cleared."""
     rng = random.Random(2026)
     panels = [
         SimulatedPanel(base="BASE", key=KEY, rng=random.Random(rng.getrandbits(32)))
-        for _ in range(PANELS)
+        for _ in range(panels_count)
     ]
     now = 1_764_000_000.0
     messages = [panel.login(now) for panel in panels]
-    for step in range(ROUNDS):
+    for step in range(rounds):
         for i, panel in enumerate(panels):
             now += 1
             messages.append(panel.heartbeat(now))
-            if (i + step) % 7 == 0:
+            if (i + step) % alarm_every == 0:
                 messages.append(panel.alarm(now, "PANIC1", active=step % 2 == 0))
     return messages
 
