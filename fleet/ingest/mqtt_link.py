@@ -224,7 +224,8 @@ class MqttLink(InboxReader):
             self._client.tls_set()
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        self._client.on_message = self._on_message  # what paho parses itself (QoS 2, MQTT 5)
+        self._client.on_publish_received = self._on_publish_received
         self._client.on_subscribe = self._on_subscribe
         self._client.on_socket_open = self._on_socket_open
         self._client.on_socket_close = self._on_socket_close
@@ -269,6 +270,12 @@ class MqttLink(InboxReader):
             InboundMessage(
                 msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self.generation
             )
+        )
+
+    def _on_publish_received(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
+        self._received += 1
+        self._inbox.messages.append(
+            InboundMessage(topic, payload, qos, mid, time.time(), self.generation)
         )
 
     def _on_socket_open(self, _c: object, _u: object, sock: Any) -> None:
@@ -477,14 +484,26 @@ class MqttLink(InboxReader):
         may reorder what it sends next when acknowledgements come out of order). A message from
         an earlier connection is not acknowledged: the broker redelivers it and the anti-replay
         check drops the copy."""
+        self.ack_ids((m.qos, m.mid, m.generation) for m in messages)
+
+    def ack_ids(self, ids: Iterable[tuple[int, int, int]]) -> None:
+        """`ack` by (qos, mid, generation): what the receiver process gets from the ingest."""
         if not self.connected:
             # Between a disconnect and the next CONNACK: an ack queued now could go out before
             # the CONNECT. Every message waiting was delivered on the old session and comes again.
             return
         generation = self.generation
-        for message in messages:
-            if message.qos and message.generation == generation:
-                self._client.ack(message.mid, message.qos)
+        mids = []
+        for qos, mid, delivered_on in ids:
+            if not qos or delivered_on != generation:
+                continue
+            if qos == 1:
+                mids.append(mid)
+            else:  # QoS 2 (never subscribed by Fleet): paho's own exchange, after the PUBACKs
+                self._client.ack_many(mids)
+                mids = []
+                self._client.ack(mid, qos)
+        self._client.ack_many(mids)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
         info = self._client.publish(topic, payload, qos)

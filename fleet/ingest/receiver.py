@@ -126,7 +126,7 @@ async def _serve(
         except (EOFError, OSError):
             kind, body = "stop", None  # the ingest is gone: stop, acknowledging nothing more
         if kind == "ack":
-            link.ack(InboundMessage("", b"", qos, mid, 0.0, gen) for qos, mid, gen in body)
+            link.ack_ids(body)
         elif kind == "decode":
             decoding["on"] = bool(body)
         elif kind == "stop":

@@ -1,6 +1,8 @@
 """The link's paho client reads its socket in large chunks: paho's byte-sized reads are served from
 that buffer, a new connection never sees the old one's bytes, and nothing waits unseen in the
-buffer (over a real broker: bursts of small messages, a message larger than the buffer)."""
+buffer (over a real broker: bursts of small messages, a message larger than the buffer). QoS 0/1
+PUBLISHes whole in the buffer are parsed by the client itself, the rest by paho, every message once
+and in order; QoS 1 acknowledgements go out as one write, and the broker takes them."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.ingest.mqtt_link import BrokerAddress, MqttLink
+from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, MqttLink
 from fleet.ingest.paho_client import READ_BUFFER, BufferedClient
+from tests.ingest.harness import discard_session
 
 
 @pytest.fixture
@@ -125,3 +128,120 @@ def test_a_stopping_link_reads_what_waits_in_the_buffer(monkeypatch: pytest.Monk
     assert reads == [1]
     ours.close()
     theirs.close()
+
+
+def _publish(topic: bytes, payload: bytes, qos: int = 0, mid: int = 0) -> bytes:
+    """A PUBLISH packet as a broker sends it (MQTT 3.1.1, remaining length up to 2 bytes)."""
+    body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"")
+    body += payload
+    length = len(body)
+    header = bytes([length]) if length < 128 else bytes([length & 0x7F | 0x80, length >> 7])
+    return bytes([0x30 | qos << 1]) + header + body
+
+
+def test_whole_publishes_are_parsed_from_the_buffer_and_the_rest_left_to_paho(
+    client: BufferedClient,
+) -> None:
+    """QoS 0/1 PUBLISHes lying whole in the buffer reach on_publish_received with their topic,
+    payload, qos and mid (one with a two-byte length too); the first of a socket read, one split
+    over two reads, a SUBACK and a QoS 2 PUBLISH go through paho's own handling (on_message).
+    Together: every message once, in order."""
+    ours, theirs = _pair()
+    client._sock = ours
+    received: list[tuple[str, bytes, int, int]] = []
+    fast: list[str] = []
+
+    def on_publish_received(topic: str, payload: bytes, qos: int, mid: int) -> None:
+        fast.append(topic)
+        received.append((topic, payload, qos, mid))
+
+    client.on_publish_received = on_publish_received
+    client.on_message = lambda _c, _u, m: received.append((m.topic, bytes(m.payload), m.qos, m.mid))
+    client._manual_ack = True
+    big = b"x" * 300  # a remaining length of two bytes
+    stream = (
+        _publish(b"a/a", b"zero")  # the first of the read: paho's
+        + _publish(b"a/b", b"one")
+        + _publish(b"a/c", b"two", qos=1, mid=513)
+        + b"\x90\x03\x00\x01\x00"  # SUBACK for mid 1 (paho's own handling)
+        + _publish(b"a/d", big, qos=1, mid=7)
+        + _publish(b"a/e", b"three", qos=2, mid=9)  # QoS 2: paho's (it answers PUBREC)
+        + _publish("a/é".encode(), b"four")  # split over two reads: paho's
+        + _publish(b"a/f", b"five")
+        + b"\x62\x02\x00\x09"  # PUBREL of the QoS 2 one: paho delivers it now
+    )
+    split = len(stream) - len(_publish(b"a/f", b"five")) - 4 - 3
+    theirs.sendall(stream[:split])
+    for _ in range(7):  # the seventh reads what there is of the split one
+        client.loop_read()
+    assert not client.buffered()
+    theirs.sendall(stream[split:])
+    for _ in range(3):
+        client.loop_read()
+    assert received == [
+        ("a/a", b"zero", 0, 0),
+        ("a/b", b"one", 0, 0),
+        ("a/c", b"two", 1, 513),
+        ("a/d", big, 1, 7),
+        ("a/é", b"four", 0, 0),
+        ("a/f", b"five", 0, 0),
+        ("a/e", b"three", 2, 9),
+    ]
+    assert fast == ["a/b", "a/c", "a/d", "a/f"]
+    ours.close()
+    theirs.close()
+
+
+def test_ack_many_sends_the_pubacks_in_order_in_one_write(client: BufferedClient) -> None:
+    ours, theirs = _pair()
+    client._sock = ours
+    client.ack_many([1, 258, 65535])
+    client.ack_many([])
+    client.loop_write()
+    assert theirs.recv(100) == b"\x40\x02\x00\x01\x40\x02\x01\x02\x40\x02\xff\xff"
+    ours.close()
+    theirs.close()
+
+
+@pytest.mark.broker
+async def test_the_broker_takes_the_batched_acknowledgements(
+    mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    """A persistent session: what was acknowledged (ack_many) is never sent again; what was not
+    comes again on the next connection."""
+    host, port = mqtt_server
+    topic, client_id = f"{topic_base}/acks", f"{topic_base}-acks"
+    sender = MqttLink(BrokerAddress(host, port), f"{topic_base}-s", [], persistent_session=False)
+    await sender.start()
+    try:
+        first = MqttLink(BrokerAddress(host, port), client_id, [(topic, 1)])
+        await first.start()
+        payloads = [b"%03d" % i for i in range(300)]
+        for payload in payloads:
+            sender.publish(topic, payload, qos=1)
+        got: list[InboundMessage] = []
+        deadline = time.monotonic() + 15
+        while len(got) < 15 and time.monotonic() < deadline:  # the stock broker's window: 20
+            await first.wait_for_messages(0.2)
+            got += first.drain(1000)
+        first.ack(got[:10])  # one write
+        acked = [m.payload for m in got[:10]]
+        await asyncio.sleep(0.3)
+        first.stop()
+        again = MqttLink(BrokerAddress(host, port), client_id, [(topic, 1)])
+        await again.start()
+        rest: list[bytes] = []
+        deadline = time.monotonic() + 20
+        while len(rest) < len(payloads) - len(acked) and time.monotonic() < deadline:
+            await again.wait_for_messages(0.2)
+            burst = again.drain(1000)
+            again.ack(burst)
+            rest += [m.payload for m in burst]
+        await asyncio.sleep(0.5)
+        rest += [m.payload for m in again.drain(1000)]
+        again.stop()
+        assert acked == payloads[:10]
+        assert rest == payloads[10:]  # every one not acknowledged, once, in order
+    finally:
+        sender.stop()
+        discard_session(host, port, client_id)
