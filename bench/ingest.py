@@ -156,9 +156,9 @@ async def _fleet_serve(
         timing["batches"] += 1
         timing["messages"] += len(batch)
 
-    async def counted_finish(batch: list[InboundMessage], parts: Any) -> None:
+    async def counted_finish(batch: list[InboundMessage], parts: Any, **options: Any) -> None:
         # Where a batch is counted: at once, or when its writes have committed (write-ahead).
-        await finish(batch, parts)
+        await finish(batch, parts, **options)
         progress.value = sum(stats.accepted.values()) + sum(stats.rejected.values())
 
     def record(outcome: Any, committed: float) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -113,6 +114,7 @@ class _InFlight:
     rest: list[PanelMessage]  # what the writes store (decided again if they fail)
     owned: Owned
     writes: asyncio.Task[CommittedPart]
+    acked: bool = False  # by `_ack_when_written`, as soon as the writes committed
 
 
 class IngestPipeline:
@@ -246,7 +248,9 @@ class IngestPipeline:
         if ahead is not None:
             owned, decisions = ahead
             writes = asyncio.create_task(self._write_ahead(decisions), name="ingest-writes")
-            self._in_flight = _InFlight(batch, parts, prepared, owned, writes)
+            flight = _InFlight(batch, parts, prepared, owned, writes)
+            writes.add_done_callback(functools.partial(self._ack_when_written, flight))
+            self._in_flight = flight
             if settle:
                 await self._settle()
             return
@@ -295,12 +299,23 @@ class IngestPipeline:
             settled = False
             part = (await self._commit(flight.rest), time.time())
         flight.parts.append(part)
-        await self._finish(flight.batch, flight.parts)
+        await self._finish(flight.batch, flight.parts, acked=flight.acked)
         return settled
 
-    async def _finish(self, batch: list[InboundMessage], parts: list[CommittedPart]) -> None:
-        """After the batch's transactions committed: acknowledge it, then hand on its events."""
-        self.link.ack(batch)
+    def _ack_when_written(self, flight: _InFlight, writes: asyncio.Task[CommittedPart]) -> None:
+        """Acknowledge a batch the moment its writes commit, not when the loop next settles
+        them: at QoS 1 the broker sends no more than its window of unacknowledged messages."""
+        if not writes.cancelled() and writes.exception() is None:
+            self.link.ack(flight.batch)
+            flight.acked = True
+
+    async def _finish(
+        self, batch: list[InboundMessage], parts: list[CommittedPart], *, acked: bool = False
+    ) -> None:
+        """After the batch's transactions committed: acknowledge it (unless that is done), then
+        hand on its events."""
+        if not acked:
+            self.link.ack(batch)
         outcome = BatchOutcome()
         for part, _ in parts:
             outcome.absorb(part)
