@@ -59,8 +59,10 @@ class PrivateMosquitto:
         max_inflight: int = MAX_INFLIGHT,
         max_queued: int = MAX_QUEUED,
         host: str = "127.0.0.1",
+        extra_config: str = "",
     ) -> None:
         self.binary = binary
+        self.extra_config = extra_config  # more lines for its configuration
         self.host = host
         self.port = 0
         self.max_inflight = max_inflight
@@ -88,7 +90,7 @@ class PrivateMosquitto:
             f"max_inflight_messages {self.max_inflight}\n"
             f"max_queued_messages {self.max_queued}\n"
             f"log_dest file {self.log_path}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
+            "log_type error\nlog_type warning\nlog_type notice\n" + self.extra_config
         )
 
     def start(self, within: float = 5.0) -> PrivateMosquitto:

@@ -327,9 +327,12 @@ class MqttLink(InboxReader):
 
     def _on_readable(self) -> None:
         """Read what the socket holds, up to a bound that keeps the loop responsive, and pause
-        reading while the inbox is full (see Inbox)."""
-        self._read_burst(bounded=True)
-        if self._inbox.full:
+        reading while the inbox is full (see Inbox). Not before the subscription is
+        acknowledged: a session's queued messages come ahead of the SUBACK, and start(), which
+        waits for it, comes before anyone takes them."""
+        bounded = self._subscribed.is_set()
+        self._read_burst(bounded=bounded)
+        if bounded and self._inbox.full:
             self._pause_reading()
             return
         client = self._client

@@ -13,6 +13,7 @@ import pytest
 from fleet.ingest import mqtt_link
 from fleet.ingest.mqtt_link import BrokerAddress, InboundMessage, Inbox, MqttLink
 from fleet.ingest.receiver import BURST_MAX, ProcessLink
+from tests.ingest.harness import discard_session
 
 
 def _messages(count: int) -> list[InboundMessage]:
@@ -141,3 +142,33 @@ async def test_the_process_receiver_is_bounded_too_and_loses_nothing(
     finally:
         sender.stop()
         link.stop()
+
+
+@pytest.mark.broker
+async def test_a_backlog_larger_than_the_bound_does_not_stop_the_link_starting(
+    mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    """A persistent session's queued messages come ahead of the SUBACK that start() waits for:
+    they are read past the bound, or start() would wait for an acknowledgement left unread."""
+    host, port = mqtt_server
+    topic, client_id = f"{topic_base}/backlog", f"{topic_base}-backlog"
+    first = MqttLink(BrokerAddress(host, port), client_id, [(topic, 1)], inbox_limit=100)
+    await first.start()
+    first.stop()
+    sender = MqttLink(BrokerAddress(host, port), f"{topic_base}-s", [], persistent_session=False)
+    await sender.start()
+    # Fewer than the stock broker queues for an offline session (1,000).
+    payloads = [b"%04d" % i for i in range(600)]
+    for payload in payloads:
+        sender.publish(topic, payload, qos=1)
+    await asyncio.sleep(0.5)
+    sender.stop()
+    # A bound under the stock broker's window (20): the first messages fill the inbox.
+    link = MqttLink(BrokerAddress(host, port), client_id, [(topic, 1)], inbox_limit=10)
+    try:
+        await link.start(wait_connected=5)
+        got = await _collect(link, len(payloads), 30)
+        assert got == payloads
+    finally:
+        link.stop()
+        discard_session(host, port, client_id)
