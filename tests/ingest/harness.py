@@ -69,6 +69,23 @@ class Stack:
         )
 
 
+async def hold_ingest(stack: Stack) -> asyncio.Event:
+    """Hold the ingest's loop before its next read of the link, so that what is sent now piles
+    up and is read as a backlog once the returned event is set."""
+    from fleet.ingest.pipeline import SWEEP_INTERVAL_SECONDS
+
+    link, held = stack.runtime.pipeline.link, asyncio.Event()
+    wait_for_messages = link.wait_for_messages
+
+    async def held_back(max_wait: float | None) -> None:
+        await held.wait()
+        await wait_for_messages(max_wait)
+
+    link.wait_for_messages = held_back  # type: ignore[method-assign]
+    await asyncio.sleep(SWEEP_INTERVAL_SECONDS + 0.3)  # the wait in progress has ended
+    return held
+
+
 async def start_stack(
     db_url: str,
     host: str,

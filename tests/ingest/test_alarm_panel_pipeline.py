@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from fleet.integrations.alarm_panel.codec import encode_heartbeat
 from fleet.integrations.alarm_panel.framing import encode_frame
 from fleet.integrations.alarm_panel.topics import device_topic
 from fleet.store.tables import alarm_events, command_log, device_status, devices, events, heartbeats
-from tests.ingest.harness import KEY, Stack
+from tests.ingest.harness import KEY, Stack, hold_ingest
 
 pytestmark = pytest.mark.broker
 
@@ -202,7 +201,7 @@ async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> 
     """In a large batch an alarm (with its device's earlier messages) gets a transaction of its
     own, committed before the other devices' messages that arrived ahead of it; all are stored
     and the device's own messages keep their order."""
-    from fleet.ingest.pipeline import SWEEP_INTERVAL_SECONDS, URGENT_SPLIT_MIN
+    from fleet.ingest.pipeline import URGENT_SPLIT_MIN
 
     alarmed = stack.panel(90)
     now = time.time()
@@ -210,15 +209,7 @@ async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> 
     await stack.processed(1)
     others = [stack.panel(100 + i) for i in range(URGENT_SPLIT_MIN + 10)]
     # Hold the ingest while the batch piles up, so that it is read as one batch.
-    link, held = stack.runtime.pipeline.link, asyncio.Event()
-    wait_for_messages = link.wait_for_messages
-
-    async def held_back(max_wait: float | None) -> None:
-        await held.wait()
-        await wait_for_messages(max_wait)
-
-    link.wait_for_messages = held_back  # type: ignore[method-assign]
-    await asyncio.sleep(SWEEP_INTERVAL_SECONDS + 0.3)  # the wait in progress has ended
+    link, held = stack.runtime.pipeline.link, await hold_ingest(stack)
     outgoing = [panel.login(now) for panel in others]
     outgoing += [alarmed.heartbeat(now + 1), alarmed.alarm(now + 2, "PANIC1", active=True)]
     for message in outgoing:

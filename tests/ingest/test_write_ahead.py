@@ -5,7 +5,6 @@ the one decided on top of it, are then decided again from the database)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import uuid
@@ -15,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from fleet.ingest.pipeline import SWEEP_INTERVAL_SECONDS
 from tests.conftest import RUN_ID, _pg_admin, _pg_url
-from tests.ingest.harness import Stack, start_stack, stop_stack
+from tests.ingest.harness import Stack, hold_ingest, start_stack, stop_stack
 from tests.ingest.test_multi_worker import recorded_sequence, snapshot
 
 pytestmark = pytest.mark.broker
@@ -50,15 +48,7 @@ async def _ingest_as_backlog(stack: Stack, messages: list[tuple[str, bytes]]) ->
     batches of BATCH."""
     pipeline = stack.runtime.pipeline
     pipeline.batch_max = BATCH
-    link, held = pipeline.link, asyncio.Event()
-    wait_for_messages = link.wait_for_messages
-
-    async def held_back(max_wait: float | None) -> None:
-        await held.wait()
-        await wait_for_messages(max_wait)
-
-    link.wait_for_messages = held_back  # type: ignore[method-assign]
-    await asyncio.sleep(SWEEP_INTERVAL_SECONDS + 0.3)  # the wait in progress has ended
+    link, held = pipeline.link, await hold_ingest(stack)
     for topic, payload in messages:
         # QoS 0: at QoS 1 the stock broker's window (20 unacknowledged) would hold them back.
         stack.raw(topic.replace("BASE", stack.base, 1), payload, qos=0)
