@@ -40,10 +40,11 @@ READS_PER_WAKEUP = 1000
 # Messages read but not yet taken by the consumer, at most (see Inbox): four of the ingest's
 # largest batches (FLEET_INGEST_BATCH_MAX 2000), so that a full batch always waits.
 INBOX_LIMIT = 8000
-# While reading is paused for a consumer that is behind, one wake-up's worth is still read this
-# often: the broker's answers to paho's keep-alive pings must get through, or paho would drop
-# a connection that is only waiting for the consumer.
+# While reading is paused for a consumer that is behind, a few packets are still read this
+# often: paho drops a connection from which no byte came for its keep-alive (30 s), even one
+# that is only waiting for the consumer. Any bytes will do, so the inbox grows by little.
 PAUSED_READ_SECONDS = 10.0
+PAUSED_READ_PACKETS = 100
 # paho drops publishes it queued but has not written yet when it disconnects: stop() first waits
 # this long at most for the last one (commands sent just before a restart must not vanish).
 STOP_FLUSH_SECONDS = 2.0
@@ -344,12 +345,12 @@ class MqttLink(InboxReader):
             assert self._loop is not None
             self._loop.call_soon(self._on_readable)
 
-    def _read_burst(self, *, bounded: bool) -> None:
+    def _read_burst(self, *, bounded: bool, packets: int = READS_PER_WAKEUP) -> None:
         """paho reads one packet per call; a call that delivered no message found the socket
         empty (or read an ack or a ping answer: the loop calls again if more is waiting)."""
         client, inbox = self._client, self._inbox
         before = self._received
-        for _ in range(READS_PER_WAKEUP):
+        for _ in range(packets):
             if bounded and inbox.full:
                 break
             seen = self._received
@@ -383,10 +384,10 @@ class MqttLink(InboxReader):
                 self._client.loop_misc()
                 paused = self._paused_since
                 if paused is not None and time.monotonic() - paused >= PAUSED_READ_SECONDS:
-                    # The consumer is stuck (a database outage): read one burst past the bound,
-                    # so that the broker's ping answers keep the connection.
+                    # The consumer is stuck (a database outage): read a few packets past the
+                    # bound, so that the connection is seen alive.
                     self._paused_since = time.monotonic()
-                    self._read_burst(bounded=False)
+                    self._read_burst(bounded=False, packets=PAUSED_READ_PACKETS)
             except Exception:  # the pings must go on: a half-open connection is found by them
                 log.exception("MQTT keep-alive failed")
 

@@ -270,7 +270,14 @@ class IngestPipeline:
             if account_id is None:
                 return None
             owned.append((account_id, message))
-        decisions = self.handler.decide_known(owned, self.clock())
+        try:
+            decisions = self.handler.decide_known(owned, self.clock())
+        except Exception:
+            # A fault of Fleet's own: what it decided so far is dropped (the panels' state is
+            # reloaded) and the batch takes the path with the database's retries.
+            log.exception("ingest: deciding a batch of %d in memory failed", len(owned))
+            self.handler.forget(owned)
+            return None
         return None if decisions is None else (owned, decisions)
 
     async def _write_ahead(self, decisions: Decisions) -> CommittedPart:

@@ -58,7 +58,13 @@ async def _ingest_as_backlog(stack: Stack, messages: list[tuple[str, bytes]]) ->
 
 
 async def _run(
-    db_url: str, mqtt_server: tuple[str, int], base: str, *, write_ahead: bool, fail_first: bool
+    db_url: str,
+    mqtt_server: tuple[str, int],
+    base: str,
+    *,
+    write_ahead: bool,
+    fail_first: bool,
+    decide_fault: bool = False,
 ) -> tuple[dict[str, Any], Stack, int]:
     host, port = mqtt_server
     stack = await start_stack(db_url, host, port, base)
@@ -66,6 +72,19 @@ async def _run(
     writes = {"count": 0}
     if not write_ahead:
         pipeline._decide_ahead = lambda prepared: None  # type: ignore[method-assign]
+    if decide_fault:
+        decide_known = pipeline.handler.decide_known
+        decided = {"count": 0}
+
+        def faulty(messages: Any, now: Any) -> Any:
+            # A fault of Fleet's own half way through a batch's decisions, once.
+            decided["count"] += 1
+            if decided["count"] == 2:
+                decide_known(messages[: len(messages) // 2], now)
+                raise RuntimeError("injected: a bug while deciding")
+            return decide_known(messages, now)
+
+        pipeline.handler.decide_known = faulty  # type: ignore[method-assign]
     handler_write = pipeline.handler.write
 
     async def counted_write(conn: Any, decisions: Any) -> None:
@@ -117,4 +136,23 @@ async def test_writes_that_fail_are_decided_again_and_nothing_is_lost_or_doubled
         )
     assert "failed; applying it again" in caplog.text
     assert writes >= 3  # the failed writes, and later batches written ahead again
+    assert actual == expected
+
+
+async def test_a_fault_while_deciding_in_memory_falls_back_and_loses_nothing(
+    two_databases: tuple[str, str],
+    mqtt_server: tuple[str, int],
+    topic_base: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What was decided before the fault is dropped (the panels are reloaded) and the batch
+    goes through the database path: nothing lost, nothing taken for a replay."""
+    reference, tested = two_databases
+    expected, _, _ = await _run(
+        reference, mqtt_server, topic_base + "a", write_ahead=False, fail_first=False
+    )
+    actual, _, _ = await _run(
+        tested, mqtt_server, topic_base + "b", write_ahead=True, fail_first=False, decide_fault=True
+    )
+    assert "deciding a batch of" in caplog.text
     assert actual == expected
