@@ -97,7 +97,7 @@ async def test_a_consumer_stuck_for_long_still_gets_a_burst_now_and_then(
 ) -> None:
     """While paused, a few packets past the bound are read every PAUSED_READ_SECONDS: paho
     sees bytes arrive, so it keeps the connection."""
-    monkeypatch.setattr(mqtt_link, "PAUSED_READ_SECONDS", 0.5)
+    monkeypatch.setattr(mqtt_link, "PAUSED_READ_SECONDS", 3600.0)  # not while it settles
     monkeypatch.setattr(mqtt_link, "PAUSED_READ_PACKETS", 50)
     host, port = mqtt_server
     topic = f"{topic_base}/stuck"
@@ -110,6 +110,7 @@ async def test_a_consumer_stuck_for_long_still_gets_a_burst_now_and_then(
             sender.publish(topic, b"%05d" % i, qos=0)
         await _settle(receiver, 0.2)
         assert receiver.pending() == 100
+        monkeypatch.setattr(mqtt_link, "PAUSED_READ_SECONDS", 0.5)
         await asyncio.sleep(2.5)  # the keep-alive task runs every second
         assert 150 <= receiver.pending() <= 250  # one or two bursts of 50, not the backlog
         assert receiver.connected
