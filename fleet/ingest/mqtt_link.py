@@ -266,12 +266,7 @@ class MqttLink(InboxReader):
         self._in_loop(self._start_reconnecting)
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self._received += 1
-        self._inbox.messages.append(
-            InboundMessage(
-                msg.topic, bytes(msg.payload), msg.qos, msg.mid, time.time(), self.generation
-            )
-        )
+        self._on_publish_received(msg.topic, bytes(msg.payload), msg.qos, msg.mid)
 
     def _on_publish_received(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
         self._received += 1
