@@ -30,6 +30,8 @@ pytestmark = pytest.mark.broker
 
 PANELS = 40
 ROUNDS = 60
+PUBLISH_CHUNK = 100
+PUBLISH_PAUSE = 0.02
 
 
 def messages(base: str) -> list[tuple[str, bytes]]:
@@ -57,6 +59,13 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+
+
+async def kill(worker: subprocess.Popen[bytes], engine: sa.ext.asyncio.AsyncEngine) -> int:
+    """Kill the worker; what is stored is counted after the kill, so it is exact."""
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    return await count_rows(engine)
 
 
 async def count_rows(engine: sa.ext.asyncio.AsyncEngine) -> int:
@@ -110,10 +119,21 @@ async def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
                 break
         else:
             raise AssertionError("the worker did not start")
-        infos += [publisher.publish(topic, payload, qos=1) for topic, payload in batch[1:]]
-        stored_before_kill = await wait_rows(engine, len(batch) // 10, 30)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
+        # Published in paced chunks, and the worker is killed as soon as a tenth is stored, while
+        # the rest is still being published: a worker that keeps up with an unpaced publisher
+        # would store everything before the first look (a kill after the run proves nothing).
+        stored_before_kill = None
+        rest = batch[1:]
+        for start in range(0, len(rest), PUBLISH_CHUNK):
+            infos += [
+                publisher.publish(t, p, qos=1) for t, p in rest[start : start + PUBLISH_CHUNK]
+            ]
+            await asyncio.sleep(PUBLISH_PAUSE)
+            if stored_before_kill is None and await count_rows(engine) >= len(batch) // 10:
+                stored_before_kill = await kill(worker, engine)
+        if stored_before_kill is None:
+            await wait_rows(engine, len(batch) // 10, 30)
+            stored_before_kill = await kill(worker, engine)
         assert stored_before_kill < len(batch), "killed too late to prove anything"
         for info in infos:
             info.wait_for_publish(10)
