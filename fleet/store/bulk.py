@@ -4,6 +4,10 @@ SQLAlchemy's executemany compiles and binds every row in Python; at tens of thou
 second that is most of the cost. Here PostgreSQL gets one `unnest` of column arrays (one round trip,
 the rows expanded by the server) and SQLite the driver's own executemany (its loop is in C).
 Values are the same Python values SQLAlchemy would take; this module converts what it must.
+
+A column whose value is the same in every row (a batch's `now`, `is_online`) goes to PostgreSQL
+once, as a plain parameter, not as an array of copies: asyncpg encodes each array element on its
+own (measured: 0.85 µs per timestamptz, 0.3 µs per bool), in the ingest's busiest process.
 """
 
 from __future__ import annotations
@@ -44,10 +48,38 @@ def _pg_type(column: sa.Column[Any]) -> str:
 
 def _select_item(column: sa.Column[Any], source: str = "") -> str:
     """The column as read from the unnest (`source` qualifies it), cast back to its enum."""
-    item = f'{source}"{column.name}"'
+    return _as_column_type(column, f'{source}"{column.name}"')
+
+
+def _as_column_type(column: sa.Column[Any], item: str) -> str:
     if isinstance(column.type, sa.Enum):
         return f"{item}::{column.type.name}"
     return item
+
+
+def _is_constant(values: Sequence[Any]) -> bool:
+    """Every value is the first one, of the same type (True is not 1: the cast would differ)."""
+    first = values[0]
+    kind = type(first)
+    for value in values:
+        if value is not first and (type(value) is not kind or value != first):
+            return False
+    return True
+
+
+class _Params:
+    """A statement's numbered parameters ($1, $2, …) as they are added."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def array(self, column: sa.Column[Any], values: list[Any]) -> str:
+        self.values.append(values)
+        return f"${len(self.values)}::{_pg_type(column)}[]"
+
+    def scalar(self, column: sa.Column[Any], value: Any) -> str:
+        self.values.append(value)
+        return _as_column_type(column, f"${len(self.values)}::{_pg_type(column)}")
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -90,12 +122,23 @@ async def insert_rows(
     names = ", ".join(f'"{name}"' for name in columns)
     if conn.dialect.name == "postgresql":
         arrays = [list(values) for values in zip(*rows, strict=True)]
-        unnest = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(cols, start=1))
-        select = ", ".join(_select_item(c) for c in cols)
+        constant = [_is_constant(values) for values in arrays]
+        if all(constant):
+            constant[0] = False  # one array at least: it carries the number of rows
+        params = _Params()
+        select = ", ".join(
+            params.scalar(c, values[0]) if same else _select_item(c, "v.")
+            for c, values, same in zip(cols, arrays, constant, strict=True)
+        )
+        varying = [
+            (c, values) for c, values, same in zip(cols, arrays, constant, strict=True) if not same
+        ]
+        unnest = ", ".join(params.array(c, values) for c, values in varying)
+        alias = ", ".join(f'"{c.name}"' for c, _ in varying)
         await conn.exec_driver_sql(
             f'INSERT INTO "{table.name}" ({names}) '
-            f"SELECT {select} FROM unnest({unnest}) AS v({names})",
-            tuple(arrays),
+            f"SELECT {select} FROM unnest({unnest}) AS v({alias})",
+            tuple(params.values),
         )
     else:
         marks = ", ".join("?" for _ in cols)
@@ -144,19 +187,25 @@ async def _update_pg(
     members: list[tuple[Any, Mapping[str, Any]]],
     touch: str | None,
 ) -> None:
-    names = (key, *columns)
-    cols = [table.c[name] for name in names]
-    arrays = [[k for k, _ in members]] + [[values[c] for _, values in members] for c in columns]
-    unnest = ", ".join(f"${i}::{_pg_type(c)}[]" for i, c in enumerate(cols, start=1))
-    sets = ", ".join(
-        f'"{c}" = {_select_item(table.c[c]).replace(chr(34) + c, "v." + chr(34) + c)}'
-        for c in columns
-    )
+    params = _Params()
+    key_column = table.c[key]
+    unnest = [params.array(key_column, [k for k, _ in members])]
+    alias = [f'"{key}"']
+    sets = []
+    for name in columns:
+        column = table.c[name]
+        values = [row[name] for _, row in members]
+        if _is_constant(values):
+            sets.append(f'"{name}" = {params.scalar(column, values[0])}')
+        else:
+            unnest.append(params.array(column, values))
+            alias.append(f'"{name}"')
+            sets.append(f'"{name}" = {_select_item(column, "v.")}')
     if touch:
-        sets += f', "{touch}" = now()'
-    alias = ", ".join(f'"{n}"' for n in names)
+        sets.append(f'"{touch}" = now()')
     await conn.exec_driver_sql(
-        f'UPDATE "{table.name}" AS t SET {sets} FROM unnest({unnest}) AS v({alias}) '
+        f'UPDATE "{table.name}" AS t SET {", ".join(sets)} '
+        f"FROM unnest({', '.join(unnest)}) AS v({', '.join(alias)}) "
         f'WHERE t."{key}" = v."{key}"',
-        tuple(arrays),
+        tuple(params.values),
     )
