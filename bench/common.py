@@ -503,7 +503,7 @@ async def apply_directly(url: str, base: str, frames: list[Frame]) -> dict[str, 
         stats = runtime.pipeline.stats
         return {**stats.accepted, **{f"rejected:{k}": v for k, v in stats.rejected.items()}}
     finally:
-        await runtime.engine.dispose()
+        await runtime.dispose_engines()
 
 
 class Databases:

@@ -1055,7 +1055,7 @@ async def _memory_measure(devices: int, seed: int) -> dict[str, Any]:
         tracemalloc.stop()
         known = len(pipeline.handler.states)
         seconds = time.monotonic() - started
-        await runtime.engine.dispose()
+        await runtime.dispose_engines()
         rss_per_device = (rss_after - rss_before) / max(1, devices - traced - warm)
         return {
             "devices": devices,

@@ -59,6 +59,14 @@ class FleetRuntime:
         self.settings = settings
         self.ingest_enabled = ingest
         self.engine = create_engine(settings.database_url)
+        # The ingest retries a batch whose transaction fails, so a connection PostgreSQL closed
+        # (a restart) costs it one attempt: its own small pool skips the pre-ping's three round
+        # trips per batch. On SQLite one engine serves all (no ping; one writer at a time).
+        self.ingest_engine = (
+            self.engine
+            if self.engine.dialect.name == "sqlite"
+            else create_engine(settings.database_url, pool_size=2, pre_ping=False)
+        )
         self.embedded: EmbeddedBroker | None = None
         if settings.mqtt_url == "embedded":
             host, port = split_host_port(settings.mqtt_listen)
@@ -103,7 +111,7 @@ class FleetRuntime:
             client_buffer=settings.events_client_buffer,
         )
         self.pipeline = IngestPipeline(
-            self.engine,
+            self.ingest_engine,
             self.link,
             AlarmPanelHandler(
                 periodic_seconds=settings.cdc_periodic_seconds,
@@ -197,4 +205,10 @@ class FleetRuntime:
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.close)
         await self.event_hub.stop()
+        await self.dispose_engines()
+
+    async def dispose_engines(self) -> None:
+        """Close the database connections (the ingest's pool too)."""
+        if self.ingest_engine is not self.engine:
+            await self.ingest_engine.dispose()
         await self.engine.dispose()

@@ -98,7 +98,7 @@ async def test_database_outage_loses_nothing_and_acks_only_after_commit(
         stack.runtime.link.stop()
     finally:
         admin(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
-    await stack.runtime.engine.dispose()
+    await stack.runtime.dispose_engines()
     # The "crash" cancelled connection attempts half-way; collect what they left, as the
     # operating system would for a killed process.
     with warnings.catch_warnings():
@@ -131,3 +131,45 @@ async def test_database_outage_loses_nothing_and_acks_only_after_commit(
         from tests.ingest.harness import discard_session
 
         discard_session(host, port, client_id)
+
+
+@pytest.mark.postgres
+@pytest.mark.broker
+async def test_connections_closed_by_the_database_cost_the_ingest_one_attempt(
+    pg_url: str, mqtt_server: tuple[str, int], topic_base: str
+) -> None:
+    """The ingest's pool does not ping a connection before each batch: when PostgreSQL has
+    closed them (a restart, an administrator), the next batch fails once and is retried on a
+    new connection; nothing is lost or stored twice."""
+    host, port = mqtt_server
+    dbname = pg_url.rsplit("/", 1)[1]
+    stack = await start_stack(pg_url, host, port, topic_base)
+    try:
+        assert stack.runtime.ingest_engine is not stack.runtime.engine
+        panels = [stack.panel(300 + i) for i in range(3)]
+        for panel in panels:
+            stack.send(panel.login(time.time()))
+        await _stored(stack, 3)
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            closed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            ).fetchone()
+        assert closed and closed[0] >= 1  # the ingest's pooled connection among them
+        for panel in panels:
+            stack.send(panel.alarm(time.time(), "PANIC1", active=True))
+        await _stored(stack, 6)
+        await asyncio.sleep(0.5)  # a second copy of any row would land now
+        async with stack.runtime.engine.connect() as conn:
+            alarms = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(heartbeats)
+                    .where(heartbeats.c.change_type == "ALARM")
+                )
+            ).scalar()
+        assert alarms == 3
+        assert stack.runtime.pipeline.stats.accepted["alarm"] == 3
+    finally:
+        await stop_stack(stack)

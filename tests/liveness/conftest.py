@@ -111,7 +111,7 @@ class FleetFactory:
     async def stop(self, fleet: Fleet) -> None:
         self.started.remove(fleet)
         await fleet.client.aclose()
-        await fleet.runtime.engine.dispose()
+        await fleet.runtime.dispose_engines()
 
 
 @pytest.fixture
