@@ -92,18 +92,22 @@ def heartbeat_changes(
     current: Snapshot,
     build: tuple[str | None, str | None] | None,
 ) -> dict[str, Any]:
-    """The device_status columns a heartbeat changes: its uptime, and those of its values
-    (temperature, humidity, fan, I/O, network type, firmware) that differ from what the row
-    already holds (`current`, `build`). Every value sent costs the driver's encoding, and most of
-    a heartbeat repeats the last one."""
-    values: dict[str, Any] = {"uptime": report.uptime}
+    """The device_status columns a heartbeat writes: its uptime and climate readings
+    (temperature, humidity, fan) always, and those of its other values (I/O, network type,
+    firmware) that differ from what the row already holds (`current`, `build`): most of a
+    heartbeat repeats the last one, and every value sent costs the driver's encoding.
+
+    The climate readings move with most heartbeats; leaving out the unchanged ones split a
+    batch's rows into 5-6 column sets, hence 5-6 UPDATE statements. Measured on 2,000-row
+    batches of 10,000 panels (asyncpg): one set of columns for all costs 3.1-3.3 µs of the
+    ingest's CPU per row against 3.8-4.2, and 9-10 µs of wall time against 10.4-10.7."""
+    values: dict[str, Any] = {
+        "uptime": report.uptime,
+        "temperature": reading.temperature,
+        "humidity": reading.humidity,
+        "fan_pwm_duty": reading.fan_pwm_duty,
+    }
     # Unrolled: this runs for every heartbeat.
-    if reading.temperature != current.temperature:
-        values["temperature"] = reading.temperature
-    if reading.humidity != current.humidity:
-        values["humidity"] = reading.humidity
-    if reading.fan_pwm_duty != current.fan_pwm_duty:
-        values["fan_pwm_duty"] = reading.fan_pwm_duty
     if reading.panic1 != current.panic1:
         values["panic1"] = reading.panic1
     if reading.panic2 != current.panic2:
