@@ -11,6 +11,7 @@ import warnings
 import psycopg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fleet.store.tables import heartbeats
 from tests.conftest import PG_ADMIN_URL
@@ -28,6 +29,14 @@ async def _stored(stack, count: int, timeout: float = 20.0) -> None:  # type: ig
         if time.monotonic() > deadline:
             raise AssertionError(f"{n} of {count} rows after {timeout} s")
         await asyncio.sleep(0.1)
+
+
+async def _alarm_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = sa.select(sa.func.count()).select_from(heartbeats)
+        return int(
+            (await conn.execute(query.where(heartbeats.c.change_type == "ALARM"))).scalar() or 0
+        )
 
 
 @pytest.mark.broker
@@ -50,15 +59,7 @@ async def test_broker_restart_during_ingest(
         for panel in panels:
             stack.send(panel.alarm(time.time(), "PANIC1", active=True))
         await stack.processed(10, timeout=15)
-        async with stack.runtime.engine.connect() as conn:
-            alarms = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(heartbeats)
-                    .where(heartbeats.c.change_type == "ALARM")
-                )
-            ).scalar()
-        assert alarms == 5
+        assert await _alarm_rows(stack.runtime.engine) == 5
     finally:
         await stop_stack(stack)
 
@@ -117,15 +118,7 @@ async def test_database_outage_loses_nothing_and_acks_only_after_commit(
     stack.runtime = runtime
     try:
         await stack.until(lambda: runtime.pipeline.stats.accepted["alarm"] >= 3, 15)
-        async with runtime.engine.connect() as conn:
-            alarm_rows = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(heartbeats)
-                    .where(heartbeats.c.change_type == "ALARM")
-                )
-            ).scalar()
-        assert alarm_rows == 3
+        assert await _alarm_rows(runtime.engine) == 3
     finally:
         await runtime.stop()
         from tests.ingest.harness import discard_session
@@ -161,15 +154,7 @@ async def test_connections_closed_by_the_database_cost_the_ingest_one_attempt(
             stack.send(panel.alarm(time.time(), "PANIC1", active=True))
         await _stored(stack, 6)
         await asyncio.sleep(0.5)  # a second copy of any row would land now
-        async with stack.runtime.engine.connect() as conn:
-            alarms = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(heartbeats)
-                    .where(heartbeats.c.change_type == "ALARM")
-                )
-            ).scalar()
-        assert alarms == 3
+        assert await _alarm_rows(stack.runtime.engine) == 3
         assert stack.runtime.pipeline.stats.accepted["alarm"] == 3
     finally:
         await stop_stack(stack)
