@@ -49,8 +49,11 @@ class Settings(BaseSettings):
     )
     alarm_topic_filter: str = Field(
         default="+/pb/d/+/+",
-        description="MQTT filter the ingest subscribes to for alarm panels (every topic base); "
-        "`$share/fleet/+/pb/d/+/+` splits the load between several Fleet processes.",
+        description="MQTT filter(s), comma-separated, the ingest subscribes to for alarm panels "
+        "(default: every topic base). `acme/pb/d/+/+,globex/pb/d/+/+` takes only those "
+        "accounts' panels, so workers split the load by account on any broker; "
+        "`$share/fleet/+/pb/d/+/+` only with a broker that keeps a device on one worker "
+        "(EMQX `hash_clientid`; see the README).",
     )
     alarm_hmac_key: str = Field(
         default=DEMO_HMAC_KEY_HEX,
@@ -164,6 +167,21 @@ class Settings(BaseSettings):
     def hmac_key(self) -> bytes:
         return bytes.fromhex(self.alarm_hmac_key)
 
+    @field_validator("alarm_topic_filter")
+    @classmethod
+    def _topic_filters(cls, value: str) -> str:
+        filters = [part.strip() for part in value.split(",")]
+        for text in filters:
+            problem = topic_filter_problem(text)
+            if problem:
+                raise ValueError(f"FLEET_ALARM_TOPIC_FILTER: {text!r} {problem}")
+        return ",".join(filters)
+
+    @property
+    def alarm_topic_filters(self) -> list[str]:
+        """The panels' subscriptions, in the order given."""
+        return self.alarm_topic_filter.split(",")
+
 
 def split_host_port(value: str) -> tuple[str, int]:
     """'127.0.0.1:1883' -> ('127.0.0.1', 1883), with a clear error for a bad value."""
@@ -171,3 +189,19 @@ def split_host_port(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected host:port, got {value!r}")
     return host or "127.0.0.1", int(port)
+
+
+def topic_filter_problem(text: str) -> str | None:
+    """Why `text` is not an MQTT topic filter (None if it is one): `+` and `#` stand for whole
+    levels, `#` only as the last one (MQTT 3.1.1, 4.7.1)."""
+    if not text:
+        return "is empty"
+    if any(c.isspace() for c in text) or "\0" in text:
+        return "holds whitespace"
+    levels = text.split("/")
+    for position, level in enumerate(levels):
+        if ("+" in level or "#" in level) and len(level) > 1:
+            return f"has a wildcard inside the level {level!r}"
+        if level == "#" and position != len(levels) - 1:
+            return "has '#' before its last level"
+    return None

@@ -74,7 +74,9 @@ class FleetRuntime:
             self.broker = BrokerAddress(host, port)
         else:
             self.broker = parse_mqtt_url(settings.mqtt_url)
-        subscriptions = [(settings.alarm_topic_filter, settings.mqtt_qos)] if ingest else []
+        subscriptions = (
+            [(topic, settings.mqtt_qos) for topic in settings.alarm_topic_filters] if ingest else []
+        )
         # The ingest keeps one client id so its QoS 1 session (and undelivered messages) survive
         # a restart; an API-only process just publishes and gets an id of its own.
         partition = Partition.parse(settings.ingest_partition) if ingest else None

@@ -97,15 +97,18 @@ async def start_stack(
 ) -> Stack:
     """A running Fleet ingest; `existing_account` joins a database another stack set up."""
     client_id = f"fleet-test-{uuid.uuid4().hex[:8]}"
+    options: dict[str, object] = {
+        "alarm_topic_filter": f"{base}/pb/d/+/+",
+        "ingest_batch_wait_ms": 5,
+        **overrides,
+    }
     settings = Settings(
         database_url=db_url,
         mqtt_url=f"mqtt://{host}:{port}",
         mqtt_client_id=client_id,
         alarm_topic_base=base,
-        alarm_topic_filter=f"{base}/pb/d/+/+",
         alarm_hmac_key=KEY.hex(),
-        ingest_batch_wait_ms=5,
-        **overrides,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
     runtime = FleetRuntime(settings)
     async with runtime.engine.begin() as conn:

@@ -23,3 +23,28 @@ def test_every_device_has_exactly_one_owner_and_all_its_topics_go_there() -> Non
         assert all(parts[owner].owns(topic) for topic in topics)
         owners[owner] += 1
     assert all(800 < count < 1200 for count in owners.values())  # a fair split
+
+
+def test_the_panels_topic_filter_takes_a_list_and_refuses_what_is_no_filter() -> None:
+    from pydantic import ValidationError
+
+    from fleet.config import Settings
+
+    settings = Settings(alarm_topic_filter=" acme/pb/d/+/+ , globex/pb/d/+/+")
+    assert settings.alarm_topic_filters == ["acme/pb/d/+/+", "globex/pb/d/+/+"]
+    assert Settings().alarm_topic_filters == ["+/pb/d/+/+"]
+    assert Settings(alarm_topic_filter="$share/fleet/+/pb/d/#").alarm_topic_filters == [
+        "$share/fleet/+/pb/d/#"
+    ]
+    for bad, reason in (
+        ("acme/pb/d/+/+,", "is empty"),
+        ("acme*/pb/d/+/+", None),
+        ("acme+/pb/d/+/+", "wildcard inside"),
+        ("acme/#/d", "'#' before its last level"),
+        ("acme/pb d/+/+", "whitespace"),
+    ):
+        if reason is None:  # an ordinary character in MQTT: accepted
+            Settings(alarm_topic_filter=bad)
+            continue
+        with pytest.raises(ValidationError, match=reason):
+            Settings(alarm_topic_filter=bad)
