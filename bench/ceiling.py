@@ -44,7 +44,7 @@ def _ceiling_main(
         progress.value = count
 
     def on_connect(client: mqtt.Client, *_args: object) -> None:
-        client.subscribe(topic, qos)
+        client.subscribe([(each, qos) for each in topic.split(",")])  # one or several filters
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=qos == 0)
     if address.username:

@@ -96,13 +96,31 @@ class Workload:
     # (country, zone, latitude, longitude) as each login reports it: registered with it, so that
     # the warm-up does not also move every device (one UPDATE of `devices` each)
     locations: list[tuple[Any, ...]] = field(default_factory=list)
+    # The topic bases, one account each; device i publishes under namespaces[i % len]. Empty:
+    # one, `base`.
+    namespaces: list[str] = field(default_factory=list)
 
     @property
     def devices(self) -> int:
         return len(self.hostnames)
 
+    @property
+    def bases(self) -> list[str]:
+        return self.namespaces or [self.base]
 
-def make_panels(base: str, count: int, seed: int) -> list[SimulatedPanel]:
+    def namespace_of(self, index: int) -> str:
+        """The topic base of the device at `index` (in the workload's order)."""
+        bases = self.bases
+        return bases[index % len(bases)]
+
+    @property
+    def topic_filters(self) -> list[str]:
+        """What a consumer of every device subscribes to."""
+        return [f"{base}/pb/d/+/+" for base in self.bases]
+
+
+def make_panels(bases: list[str], count: int, seed: int) -> list[SimulatedPanel]:
+    """`count` panels, the i-th publishing under bases[i % len(bases)]."""
     rng = random.Random(seed)
     panels: list[SimulatedPanel] = []
     macs: set[bytes] = set()
@@ -111,14 +129,18 @@ def make_panels(base: str, count: int, seed: int) -> list[SimulatedPanel]:
         mac = random_mac(panel_rng)
         if mac not in macs:
             macs.add(mac)
+            base = bases[len(panels) % len(bases)]
             panels.append(SimulatedPanel(base=base, key=KEY, rng=panel_rng, mac=mac))
     return panels
 
 
 def make_workload(
-    devices: int, flat: int, paced: int, seed: int, base: str, live: int = 0
+    devices: int, flat: int, paced: int, seed: int, base: str, live: int = 0, namespaces: int = 1
 ) -> Workload:
-    panels = make_panels(base, devices, seed)
+    """With `namespaces` > 1 the panels are spread over that many topic bases (`{base}n0`, …),
+    one account each."""
+    bases = [base] if namespaces <= 1 else [f"{base}n{k}" for k in range(namespaces)]
+    panels = make_panels(bases, devices, seed)
     for index, panel in enumerate(panels):
         # Device ids are assigned in this order when the template is seeded: every message
         # carries its device's id, as from a panel that was synced long ago.
@@ -158,6 +180,7 @@ def make_workload(
         keys=keys,
         alarms=alarms,
         locations=[_reported_location(frame) for frame in segments["warmup"][:devices]],
+        namespaces=bases if namespaces > 1 else [],
     )
 
 
@@ -431,8 +454,9 @@ def child_loop(conn: Connection, handle: Callable[[str, Any], Any]) -> None:
 
 
 async def seed_devices(url: str, workload: Workload, *, migrate: bool) -> int:
-    """The bench's account, its namespace (the workload's topic base) and every device with an
-    empty status row, ids 1..N in the workload's order; returns the account id."""
+    """The bench's accounts, one per namespace (the workload's topic bases), and every device
+    with an empty status row, ids 1..N in the workload's order; returns the first account's
+    id."""
     if migrate:
         await asyncio.to_thread(upgrade, url)
     engine = create_engine(url)
@@ -441,17 +465,19 @@ async def seed_devices(url: str, workload: Workload, *, migrate: bool) -> int:
             taken = await conn.scalar(sa.select(sa.func.count()).select_from(devices))
             if taken:
                 raise BenchError(f"the bench database already holds {taken} devices")
-            account_id = await accounts.create_account(conn, f"bench-{workload.base}")
-            await accounts.add_namespace(conn, account_id, "alarm_panel", workload.base)
+            account_of: dict[str, int] = {}
+            for base in workload.bases:
+                account_of[base] = await accounts.create_account(conn, f"bench-{base}")
+                await accounts.add_namespace(conn, account_of[base], "alarm_panel", base)
             rows = [
                 {
                     "id": index + 1,
-                    "account_id": account_id,
+                    "account_id": account_of[workload.namespace_of(index)],
                     "kind": "alarm_panel",
                     "uid": mac,
                     "mac_address": mac,
                     "hostname": hostname,
-                    "namespace": workload.base,
+                    "namespace": workload.namespace_of(index),
                     **dict(
                         zip(("country", "zone", "latitude", "longitude"), location, strict=True)
                     ),
@@ -473,14 +499,15 @@ async def seed_devices(url: str, workload: Workload, *, migrate: bool) -> int:
                         "(SELECT max(id) FROM devices))"
                     )
                 )
-        return account_id
+        return account_of[workload.bases[0]]
     finally:
         await engine.dispose()
 
 
 async def apply_directly(url: str, base: str, frames: list[Frame]) -> dict[str, int]:
     """Feed `frames` to a Fleet pipeline on `url` without a broker (its link never connects);
-    returns what it accepted and rejected, by kind and reason."""
+    returns what it accepted and rejected, by kind and reason. (`base` is only the default
+    namespace: every namespace registered in the database is resolved.)"""
     from fleet.config import Settings
     from fleet.ingest.mqtt_link import InboundMessage
     from fleet.runtime import FleetRuntime
@@ -554,7 +581,7 @@ class Databases:
         if key not in self._templates:
             url = await self.clone(kind)
             warmup = self.workload.segments["warmup"]
-            applied = await apply_directly(url, self.workload.base, warmup)
+            applied = await apply_directly(url, self.workload.bases[0], warmup)
             if sum(applied.values()) != len(warmup) or any(k.startswith("rej") for k in applied):
                 raise BenchError(f"the warm-up was not applied in full: {applied}")
             self._templates[key] = self._clones.pop(url)

@@ -11,7 +11,9 @@ same messages from one publisher process to each mode in turn, each in processes
 * ceiling (bench/ceiling.py): a bare paho subscriber that only counts, QoS 0 and QoS 1;
 * naive (bench/naive.py): seed 001's per-message pseudo-code, one transaction per message;
 * fleet: Fleet's `FleetRuntime` (what `fleet serve` runs), SQLite and PostgreSQL, QoS 0 and 1;
-* workers: `--workers N` `fleet ingest` processes with FLEET_INGEST_PARTITION k/N on PostgreSQL;
+* workers: `--workers N` `fleet ingest` processes on PostgreSQL, splitting the devices by hash
+  (FLEET_INGEST_PARTITION k/N: each reads every message) or, with `--split account` and
+  `--namespaces M`, by account (FLEET_ALARM_TOPIC_FILTER: each subscribes to its accounts' bases);
 * memory: bytes per known device in Fleet's caches, `--memory-devices` panels without a broker.
 
 Each mode: messages/s flat out, draining a backlog published while the consumer was stopped (the
@@ -274,15 +276,15 @@ async def _fleet_serve(
 
 
 def fleet_settings(
-    url: str, broker_url: str, client_id: str, qos: int, base: str, opts: Options
+    url: str, broker_url: str, client_id: str, qos: int, workload: Workload, opts: Options
 ) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "database_url": url,
         "mqtt_url": broker_url,
         "mqtt_client_id": client_id,
         "mqtt_qos": qos,
-        "alarm_topic_base": base,
-        "alarm_topic_filter": f"{base}/pb/d/+/+",
+        "alarm_topic_base": workload.bases[0],
+        "alarm_topic_filter": ",".join(workload.topic_filters),
         "alarm_hmac_key": KEY.hex(),
     }
     if opts.batch_max is not None:
@@ -347,8 +349,10 @@ def _loadavg() -> list[float] | None:
 
 
 class IngestWorkers:
-    """N `python -m fleet ingest` processes with FLEET_INGEST_PARTITION k/N on one PostgreSQL
-    database. What they have committed is read from the database, cheaply: each worker applies
+    """N `python -m fleet ingest` processes on one PostgreSQL database, splitting the devices by
+    hash (`split` "hash": FLEET_INGEST_PARTITION k/N) or by account ("account": worker k
+    subscribes to the workload's topic bases k, k + N, …, with a client id of its own). What
+    they have committed is read from the database, cheaply: each worker applies
     its share of the messages in order, so once the device of one of its messages shows that
     message's sequence in `last_frame_seq`, every earlier message of that worker is committed
     too. The bench looks up about 64 such checkpoints per worker (and each worker's last
@@ -359,10 +363,21 @@ class IngestWorkers:
     CHECKPOINTS = 64
 
     def __init__(
-        self, count: int, env: dict[str, str], database_url: str, workload: Workload
+        self,
+        count: int,
+        env: dict[str, str],
+        database_url: str,
+        workload: Workload,
+        split: str = "hash",
     ) -> None:
         self.count = count
         self.env = env
+        self.split = split
+        bases = workload.bases
+        if split == "account" and len(bases) < count:
+            raise BenchError(f"--split account: {len(bases)} namespaces for {count} workers")
+        # Worker k's topic bases, when split by account.
+        self.bases = [bases[k::count] for k in range(count)]
         self.database_url = database_url
         self.workload = workload
         self.device_ids = {host: index + 1 for index, host in enumerate(workload.hostnames)}
@@ -376,16 +391,29 @@ class IngestWorkers:
     def begin(self, job: PublishJob) -> None:
         frames = self.workload.segments[job.segment][job.start : job.stop]
         keys = self.workload.keys[job.segment][job.start : job.stop]
-        partitions = [Partition(k, self.count) for k in range(self.count)]
-        shares: list[list[tuple[int, int]]] = [[] for _ in partitions]
+        shares: list[list[tuple[int, int]]] = [[] for _ in range(self.count)]
         for (topic, _payload), (host, seq) in zip(frames, keys, strict=True):
-            owner = next(k for k, part in enumerate(partitions) if part.owns(topic))
-            shares[owner].append((self.device_ids[host], seq))
+            shares[self._owner(topic)].append((self.device_ids[host], seq))
         self._checkpoints = []
         for share in shares:
             step = max(1, len(share) // self.CHECKPOINTS)
             marks = sorted({*range(step - 1, len(share), step), len(share) - 1} - {-1})
             self._checkpoints.append([(i + 1, *share[i]) for i in marks])
+
+    def _owner(self, topic: str) -> int:
+        if self.split == "account":
+            base = topic.partition("/")[0]
+            return next(k for k, bases in enumerate(self.bases) if base in bases)
+        return next(k for k in range(self.count) if Partition(k, self.count).owns(topic))
+
+    def _worker_env(self, index: int) -> dict[str, str]:
+        if self.split == "account":
+            client_id = self.env["FLEET_MQTT_CLIENT_ID"]
+            return {
+                "FLEET_ALARM_TOPIC_FILTER": ",".join(f"{b}/pb/d/+/+" for b in self.bases[index]),
+                "FLEET_MQTT_CLIENT_ID": f"{client_id}-{index}of{self.count}",
+            }
+        return {"FLEET_INGEST_PARTITION": f"{index}/{self.count}"}
 
     async def progress(self) -> int:
         """Messages of the current job committed (to the checkpoint below, per worker)."""
@@ -408,11 +436,7 @@ class IngestWorkers:
             with open(self.logs / f"worker{index}.log", "wb") as log_file:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "fleet", "ingest"],
-                    env={
-                        **os.environ,
-                        **self.env,
-                        "FLEET_INGEST_PARTITION": f"{index}/{self.count}",
-                    },
+                    env={**os.environ, **self.env, **self._worker_env(index)},
                     stdout=subprocess.DEVNULL,
                     stderr=log_file,
                     cwd=checkout,
@@ -484,6 +508,7 @@ class Mode:
     database: str | None
     qos: int
     processes: int = 1
+    split: str = "hash"  # workers: FLEET_INGEST_PARTITION, or "account" (topic bases)
 
     @property
     def name(self) -> str:
@@ -492,7 +517,10 @@ class Mode:
         if self.kind == "naive":
             return f"naive {self.database}"
         name = f"Fleet {self.database} QoS {self.qos}"
-        return name if self.kind == "fleet" else f"{name}, {self.processes} x fleet ingest"
+        if self.kind == "fleet":
+            return name
+        name = f"{name}, {self.processes} x fleet ingest"
+        return f"{name} by account" if self.split == "account" else name
 
 
 @dataclass
@@ -556,6 +584,8 @@ class Options:
     databases: tuple[str, ...] = ("sqlite", "postgres")
     qos_levels: tuple[int, ...] = (0, 1)
     workers: tuple[int, ...] = (1, 2)
+    split: str = "hash"  # how the workers mode splits the devices: "hash" or "account"
+    namespaces: int = 1  # topic bases (accounts) the panels are spread over
     broker: str | None = None  # None: a private Mosquitto
     max_inflight: int = MAX_INFLIGHT  # ... with this max_inflight_messages
     pg_admin: str = os.environ.get(
@@ -715,8 +745,8 @@ def count_rows(url: str) -> int:
 async def start_consumer(
     ctx: Context, mode: Mode, url: str | None, client_id: str
 ) -> SpawnedConsumer | IngestWorkers:
-    base, opts = ctx.workload.base, ctx.opts
-    topic = f"{base}/pb/d/+/+"
+    workload, opts = ctx.workload, ctx.opts
+    topic = ",".join(workload.topic_filters)
     account_id = ctx.dbs.account_id or 0
     consumer: SpawnedConsumer | IngestWorkers
     if mode.kind == "ceiling":
@@ -737,17 +767,17 @@ async def start_consumer(
             ConsumerProcess(
                 _fleet_main,
                 "fleet",
-                settings=fleet_settings(url, ctx.broker_url, client_id, mode.qos, base, opts),
+                settings=fleet_settings(url, ctx.broker_url, client_id, mode.qos, workload, opts),
                 account_id=account_id,
                 profile=profile,
             )
         )
     else:
         assert url is not None
-        settings = fleet_settings(url, ctx.broker_url, client_id, mode.qos, base, opts)
+        settings = fleet_settings(url, ctx.broker_url, client_id, mode.qos, workload, opts)
         env = {f"FLEET_{name.upper()}": str(value) for name, value in settings.items()}
         env["FLEET_LOG_LEVEL"] = "WARNING"
-        consumer = IngestWorkers(mode.processes, env, url, ctx.workload)
+        consumer = IngestWorkers(mode.processes, env, url, workload, mode.split)
         await consumer.start()
         return consumer
     assert isinstance(consumer, SpawnedConsumer)
@@ -1091,7 +1121,7 @@ def plan(opts: Options) -> list[Mode]:
     if "fleet" in opts.modes:
         modes += [Mode("fleet", db, qos) for db in opts.databases for qos in opts.qos_levels]
     if "workers" in opts.modes and "postgres" in opts.databases:
-        modes += [Mode("workers", "postgres", 1, n) for n in opts.workers]
+        modes += [Mode("workers", "postgres", 1, n, opts.split) for n in opts.workers]
     return modes
 
 
@@ -1136,6 +1166,7 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
                 opts.seed,
                 base,
                 opts.messages,
+                opts.namespaces,
             )
             dbs = Databases(opts.pg_admin, opts.pg_template, workload)
             publisher = Publisher(address, f"fleet-bench-pub-{base}", workload)
@@ -1435,6 +1466,21 @@ def parse_args(
         "--quick: 2)",
     )
     parser.add_argument(
+        "--split",
+        choices=("hash", "account"),
+        default="hash",
+        help="workers mode: split the devices by hash (FLEET_INGEST_PARTITION, each worker "
+        "reads every message) or by account (each subscribes to its topic bases; needs "
+        "--namespaces)",
+    )
+    parser.add_argument(
+        "--namespaces",
+        type=int,
+        default=1,
+        help="spread the panels over this many topic bases, one account each (ceiling and "
+        "workers modes)",
+    )
+    parser.add_argument(
         "--broker", default=None, help="mqtt://[user:pass@]host:port (default: a private one)"
     )
     parser.add_argument(
@@ -1491,6 +1537,8 @@ def parse_args(
         databases=("sqlite", "postgres") if args.db == "both" else (args.db,),
         qos_levels=(0, 1) if args.qos == "both" else (int(args.qos),),
         workers=workers,
+        split=args.split,
+        namespaces=args.namespaces,
         broker=args.broker,
         max_inflight=args.max_inflight,
         pg_admin=args.pg_admin,
@@ -1510,6 +1558,17 @@ def parse_args(
         parser.error("--devices, --messages and --naive-messages must be at least 1")
     if any(n < 1 for n in opts.workers):
         parser.error("--workers counts must be at least 1")
+    if opts.namespaces < 1:
+        parser.error("--namespaces must be at least 1")
+    if opts.namespaces > 1 and {"naive", "fleet"} & set(opts.modes):
+        # Their figures follow one account (the naive baseline's store, the alarms' events).
+        parser.error("--namespaces applies to the ceiling and workers modes: add --modes")
+    if opts.split == "account" and "workers" in opts.modes:
+        short = [n for n in opts.workers if n > opts.namespaces]
+        if short:
+            parser.error(
+                f"--split account: --namespaces {opts.namespaces} is fewer than {short[0]} workers"
+            )
     return opts, args.json
 
 

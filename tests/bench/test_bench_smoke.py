@@ -83,6 +83,48 @@ def test_every_mode_runs_and_accounts_for_every_message(pg_template: str, tmp_pa
     assert "msg/s" in screen.getvalue()
 
 
+@pytest.mark.broker
+@pytest.mark.postgres
+def test_workers_split_by_account_take_every_message_once(pg_template: str) -> None:
+    """--namespaces 2 --split account: the panels under two topic bases (two accounts), each
+    worker subscribed to its own; the bare subscriber takes both bases."""
+    if not Path(MOSQUITTO).exists():
+        service_missing("the mosquitto binary (the bench starts a private broker)")
+    report = main(
+        [
+            "--modes", "ceiling,workers",
+            "--qos", "1",
+            "--db", "postgres",
+            "--namespaces", "2",
+            "--split", "account",
+            "--workers", "2",
+            "--devices", str(DEVICES),
+            "--messages", str(MESSAGES),
+            "--paced-seconds", "0.2",
+            "--pg-admin", PG_ADMIN_URL,
+            "--pg-template", pg_template,
+            "--timeout", "60",
+        ],
+        console=Console(file=io.StringIO(), width=200),
+    )  # fmt: skip
+    modes = {run["mode"]: run for run in report["modes"]}
+    assert set(modes) == {"ceiling QoS 1", "Fleet postgres QoS 1, 2 x fleet ingest by account"}
+    for run in report["modes"]:
+        assert run["complete"] and run["processed"] == MESSAGES, (run["mode"], run["note"])
+        assert run["rejected"] == {} and run["live"]["complete"], run["mode"]
+    assert exit_status(report) == 0
+
+
+def test_bench_refuses_namespaces_where_its_figures_follow_one_account() -> None:
+    with pytest.raises(SystemExit):
+        main(["--namespaces", "2", "--modes", "fleet"], console=Console(file=io.StringIO()))
+    with pytest.raises(SystemExit):
+        main(
+            ["--modes", "workers", "--split", "account", "--workers", "1,3", "--namespaces", "2"],
+            console=Console(file=io.StringIO()),
+        )
+
+
 def test_fleet_bench_ingest_passes_its_options_through() -> None:
     result = CliRunner().invoke(app, ["bench", "ingest", "--help"])
     assert result.exit_code == 0
