@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 IDLE_FLUSH_SECONDS = 0.002
 LATENCY_SAMPLES = 50
 URGENT_SUFFIXES = ("/alarm",)
-URGENT_KINDS = frozenset({"alarm"})
 URGENT_SPLIT_MIN = 50  # messages in a batch before its alarms get a transaction of their own
 SWEEP_INTERVAL_SECONDS = 1.0
 ROUTE_CACHE_SIZE = 200_000  # topics whose integration is remembered (cleared when full)
@@ -80,20 +79,24 @@ def _has_urgent(messages: list[InboundMessage]) -> bool:
     return any(m.topic.endswith(URGENT_SUFFIXES) for m in messages)
 
 
-def _urgent_first(prepared: list[PanelMessage]) -> tuple[list[PanelMessage], list[PanelMessage]]:
+def _urgent_first(
+    batch: list[InboundMessage],
+) -> tuple[list[InboundMessage], list[InboundMessage]]:
     """(the batch's alarms with every message of their devices, the rest), each in arrival
-    order. A device's messages stay together and in order (its anti-replay and CDC need that);
-    only other devices' messages are overtaken. Small batches are not split: one more
-    transaction would cost more than it saves."""
-    if len(prepared) < URGENT_SPLIT_MIN:
-        return [], prepared
-    devices = {(m.base, m.mac) for m in prepared if m.kind in URGENT_KINDS}
+    order, told apart by topic alone (before anything is decoded). A device's messages stay
+    together and in order (its anti-replay and CDC need that); only other devices' messages are
+    overtaken. Small batches are not split: one more transaction would cost more than it
+    saves."""
+    if len(batch) < URGENT_SPLIT_MIN:
+        return [], batch
+    # A device's topics differ in their last level only ({base}/pb/d/{hostname}/{kind}).
+    devices = {m.topic.rpartition("/")[0] for m in batch if m.topic.endswith(URGENT_SUFFIXES)}
     if not devices:
-        return [], prepared
-    urgent: list[PanelMessage] = []
-    rest: list[PanelMessage] = []
-    for message in prepared:
-        (urgent if (message.base, message.mac) in devices else rest).append(message)
+        return [], batch
+    urgent: list[InboundMessage] = []
+    rest: list[InboundMessage] = []
+    for message in batch:
+        (urgent if message.topic.rpartition("/")[0] in devices else rest).append(message)
     return urgent, rest
 
 
@@ -213,34 +216,24 @@ class IngestPipeline:
         """Apply one batch; returns once it has committed and been acknowledged. With `settle`
         False (the ingest loop), a batch that can be decided in memory returns with its writes
         still committing: the next call (or `_settle`) finishes it."""
-        prepared: list[PanelMessage] = []
-        others: dict[str, list[InboundMessage]] = {}
-        partition = self.partition
-        for message in batch:
-            if partition is not None and not partition.owns(message.topic):
-                continue  # another worker's device (acknowledged with the batch, in order)
-            integration = self._route(message.topic)
-            if integration is not None:
-                others.setdefault(integration.name, []).append(message)
-                continue
-            result = prepare(message, self.hmac_key, self.max_payload)
-            if isinstance(result, Rejection):
-                self.stats.reject(NAME, result)
-            elif result is not None:
-                prepared.append(result)
-        urgent, prepared = _urgent_first(prepared)
+        parts: list[CommittedPart] = []
+        urgent_messages, rest = _urgent_first(batch)
+        if any(self._route(message.topic) for message in urgent_messages):
+            urgent_messages, rest = [], batch  # another family's topic beside a panel's: in order
+        urgent, _ = self._prepare(urgent_messages)
+        if urgent:
+            # Alarms do not wait for the rest of their batch, not even for it to be decoded:
+            # their small transaction commits first (after the writes in flight) and their
+            # events go out at once; the acknowledgement still waits for all.
+            await self._settle()
+            parts.append((await self._commit(urgent), time.time()))
+            await self._deliver_now(parts[-1][0])
+        prepared, others = self._prepare(rest)
         # Decided now, while the previous batch's writes may still be committing.
         ahead = self._decide_ahead(prepared) if prepared and not others else None
         try:
             if not await self._settle(also_forget=ahead[0] if ahead else ()):
                 ahead = None  # built on the failed writes' decisions: decided again below
-            parts: list[CommittedPart] = []
-            if urgent:
-                # Alarms do not wait for the rest of their batch: their small transaction
-                # commits first and their events go out at once; the acknowledgement still
-                # waits for all.
-                parts.append((await self._commit(urgent), time.time()))
-                await self._deliver_now(parts[-1][0])
         except BaseException:
             if ahead is not None:
                 self.handler.forget(ahead[0])
@@ -259,6 +252,28 @@ class IngestPipeline:
         for name, messages in others.items():
             await self._commit_other(self.integrations[name], messages)
         await self._finish(batch, parts)
+
+    def _prepare(
+        self, messages: list[InboundMessage]
+    ) -> tuple[list[PanelMessage], dict[str, list[InboundMessage]]]:
+        """The panels' messages decoded (the bad ones counted as rejected), and the other
+        families' messages by integration; another worker's devices are left out."""
+        prepared: list[PanelMessage] = []
+        others: dict[str, list[InboundMessage]] = {}
+        partition = self.partition
+        for message in messages:
+            if partition is not None and not partition.owns(message.topic):
+                continue  # another worker's device (acknowledged with the batch, in order)
+            integration = self._route(message.topic)
+            if integration is not None:
+                others.setdefault(integration.name, []).append(message)
+                continue
+            result = prepare(message, self.hmac_key, self.max_payload)
+            if isinstance(result, Rejection):
+                self.stats.reject(NAME, result)
+            elif result is not None:
+                prepared.append(result)
+        return prepared, others
 
     def _decide_ahead(self, prepared: list[PanelMessage]) -> tuple[Owned, Decisions] | None:
         """The batch's decisions, made in memory, if it needs nothing from the database (every

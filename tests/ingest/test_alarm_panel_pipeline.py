@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -197,16 +198,32 @@ async def test_the_ingest_goes_on_after_a_fault_of_its_own(
     assert not ingest.done()
 
 
-async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> None:
+async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In a large batch an alarm (with its device's earlier messages) gets a transaction of its
-    own, committed before the other devices' messages that arrived ahead of it; all are stored
-    and the device's own messages keep their order."""
+    own, committed before the other devices' messages that arrived ahead of it are even
+    decoded; all are stored and the device's own messages keep their order."""
+    from fleet.ingest import pipeline as pipeline_module
     from fleet.ingest.pipeline import URGENT_SPLIT_MIN
 
     alarmed = stack.panel(90)
     now = time.time()
     stack.send(alarmed.login(now))
     await stack.processed(1)
+    steps: list[str] = []  # what the ingest did, in order: decoded a topic, committed
+    prepare, commit = pipeline_module.prepare, stack.runtime.pipeline._commit
+
+    def recorded_prepare(message: Any, *args: Any) -> Any:
+        steps.append(message.topic)
+        return prepare(message, *args)
+
+    async def recorded_commit(prepared: Any) -> Any:
+        steps.append(f"commit {len(prepared)}")
+        return await commit(prepared)
+
+    monkeypatch.setattr(pipeline_module, "prepare", recorded_prepare)
+    monkeypatch.setattr(stack.runtime.pipeline, "_commit", recorded_commit)
     others = [stack.panel(100 + i) for i in range(URGENT_SPLIT_MIN + 10)]
     # Hold the ingest while the batch piles up, so that it is read as one batch.
     link, held = stack.runtime.pipeline.link, await hold_ingest(stack)
@@ -242,6 +259,13 @@ async def test_an_alarm_commits_ahead_of_the_rest_of_its_batch(stack: Stack) -> 
     assert alarm_row is not None
     # Written before the first row of every device whose login came before the alarm.
     assert alarm_row < min(firsts[ids[p.hostname]] for p in others)
+    # Its two messages were decoded and committed before any of the others was decoded.
+    first_other = min(i for i, step in enumerate(steps) if others[0].hostname in step)
+    assert steps[:first_other][-3:] == [
+        f"{stack.base}/pb/d/{alarmed.hostname}/hb",
+        f"{stack.base}/pb/d/{alarmed.hostname}/alarm",
+        "commit 2",
+    ]
 
 
 async def test_device_status_holds_each_heartbeats_values_exactly(stack: Stack) -> None:
