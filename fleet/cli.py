@@ -157,7 +157,9 @@ def serve(
 
 @app.command()
 def ingest() -> None:
-    """Run an ingest-only worker (several may share the load with shared subscriptions)."""
+    """Run an ingest-only worker. Several split the load: by device hash
+    (FLEET_INGEST_PARTITION=k/N), by account (FLEET_ALARM_TOPIC_FILTER with each worker's
+    topic bases), or through an EMQX shared subscription (README, "Past one machine")."""
     from fleet.runtime import FleetRuntime
 
     settings = _settings()
@@ -206,7 +208,13 @@ def simulate(
     broker: Annotated[str, typer.Option(help="mqtt://host:port of the broker.")] = (
         "mqtt://127.0.0.1:1883"
     ),
-    base: Annotated[str | None, typer.Option(help="Topic base (FLEET_ALARM_TOPIC_BASE).")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Topic base (default FLEET_ALARM_TOPIC_BASE); several, comma-separated, "
+            "spread the panels over them (an account each)."
+        ),
+    ] = None,
     hb_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 60.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed for repeatable fleets.")] = None,
@@ -255,6 +263,7 @@ def simulate(
     from rich.live import Live
 
     from fleet.ingest.mqtt_link import parse_mqtt_url
+    from fleet.sim.alarm_panel import topic_bases
     from fleet.sim.session import (
         HesPlan,
         PanelPlan,
@@ -266,6 +275,11 @@ def simulate(
 
     settings = _settings()
     address = parse_mqtt_url(broker)
+    try:
+        topic_bases(base or settings.alarm_topic_base)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] --base: {exc}")
+        raise typer.Exit(2) from None
     plan = SimulationPlan(broker=address, duration=duration, seed=seed)
     if panels:
         plan.panels = PanelPlan(

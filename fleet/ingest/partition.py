@@ -5,7 +5,9 @@ with its previous message). Mosquitto's shared subscriptions hand messages out r
 breaks that; EMQX's `hash_topic`/`hash_clientid` strategies keep it. Partitions work on any broker:
 every worker subscribes to everything and keeps only the devices whose hash falls in its share,
 acknowledging the rest at once. Receiving is cheap next to decoding and storing, so N workers
-still divide the expensive part by N.
+still divide the expensive part by N, but each still reads every message: on 2 cores that gained
+nothing measurable. With several accounts, workers split by account instead (each subscribed to
+its accounts' topic bases, FLEET_ALARM_TOPIC_FILTER) receive only their own messages.
 """
 
 from __future__ import annotations

@@ -60,6 +60,16 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
+def topic_bases(text: str) -> list[str]:
+    """'acme, globex' -> ['acme', 'globex']: the topic bases panels publish under. A base is
+    one topic level: no '/', no wildcard, no whitespace."""
+    bases = [part.strip() for part in text.split(",")]
+    for base in bases:
+        if not base or any(c in base for c in "/+#") or any(c.isspace() for c in base):
+            raise ValueError(f"{base!r} is not a topic base (one level, e.g. esagtech)")
+    return bases
+
+
 def random_mac(rng: random.Random) -> bytes:
     return _MAC_PREFIX + bytes(rng.getrandbits(8) for _ in range(3))
 
@@ -343,6 +353,8 @@ class PanelFleet:
         self.host = host
         self.port = port
         self.base = base
+        # Several bases, comma-separated: the panels are spread over them (an account each).
+        self.bases = topic_bases(base)
         self.qos = qos
         self.username = username
         self.password = password
@@ -352,12 +364,12 @@ class PanelFleet:
         self.send_last_will = send_last_will
         self._client_factory = client_factory or self._paho_client
         self.rng = random.Random(seed)
-        self.panels = self._make_panels(base, key, count)
+        self.panels = self._make_panels(self.bases, key, count)
         self._by_hostname = {panel.hostname: panel for panel in self.panels}
         self.stats = FleetStats()
         self._running = False
 
-    def _make_panels(self, base: str, key: bytes, count: int) -> list[SimulatedPanel]:
+    def _make_panels(self, bases: list[str], key: bytes, count: int) -> list[SimulatedPanel]:
         panels: list[SimulatedPanel] = []
         macs: set[bytes] = set()
         while len(panels) < count:
@@ -367,6 +379,7 @@ class PanelFleet:
             if mac in macs:
                 continue
             macs.add(mac)
+            base = bases[len(panels) % len(bases)]
             panels.append(SimulatedPanel(base=base, key=key, rng=panel_rng, mac=mac))
         return panels
 
@@ -393,7 +406,8 @@ class PanelFleet:
                     "simulator could not connect to %s:%s: %s", self.host, self.port, reason
                 )
                 return
-            client.subscribe(f"{self.base}/pb/d/+/{COMMAND_KIND}", qos=1)
+            for base in self.bases:
+                client.subscribe(f"{base}/pb/d/+/{COMMAND_KIND}", qos=1)
             forward(_Inbound("connected"))
 
         def on_disconnect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -518,7 +532,7 @@ class PanelFleet:
         except TopicError:
             return
         panel = self._by_hostname.get(parsed.hostname)
-        if parsed.kind != COMMAND_KIND or parsed.base != self.base or panel is None:
+        if parsed.kind != COMMAND_KIND or panel is None or parsed.base != panel.base:
             return
         response = panel.handle_command(payload, time.time())
         if response is None:

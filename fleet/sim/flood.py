@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.sim.alarm_panel import SimulatedPanel
+from fleet.sim.alarm_panel import SimulatedPanel, topic_bases
 
 # Pacing checks the clock every this many messages: often enough for an even rate, rarely
 # enough that the clock costs nothing.
@@ -37,11 +37,15 @@ class FloodProgress:
 def panel_messages(
     base: str, key: bytes, panels: int, seed: int = 0
 ) -> Iterator[tuple[str, bytes]]:
-    """Logins, then heartbeats round-robin forever (with an occasional alarm)."""
+    """Logins, then heartbeats round-robin forever (with an occasional alarm). Several bases,
+    comma-separated: the panels are spread over them."""
     rng = random.Random(seed)
+    bases = topic_bases(base)
     fleet = [
-        SimulatedPanel(base=base, key=key, rng=random.Random(rng.getrandbits(64)))
-        for _ in range(panels)
+        SimulatedPanel(
+            base=bases[index % len(bases)], key=key, rng=random.Random(rng.getrandbits(64))
+        )
+        for index in range(panels)
     ]
     now = time.time()
     for panel in fleet:

@@ -393,3 +393,48 @@ async def test_fleet_against_a_real_broker(mqtt_server: tuple[str, int], topic_b
     assert [r.request_id for r in by_kind["response"]] == ["live"]
     assert len(by_kind["lw"]) == 2
     assert fleet.panels[0].device_db_id == 5
+
+
+async def test_a_fleet_over_several_bases_spreads_its_panels_and_answers_on_each() -> None:
+    probe = _fleet(FakeMqttClient(), base="acme, globex", count=4)
+    assert [panel.base for panel in probe.panels] == ["acme", "globex", "acme", "globex"]
+    on_globex = probe.panels[1].hostname
+    inbound = [
+        (command_topic("globex", on_globex), _sync_command(41, request_id="sync-41")),
+        # The same panel's hostname under the other base is not that panel: ignored.
+        (command_topic("acme", on_globex), _sync_command(42, request_id="sync-42")),
+    ]
+    client = FakeMqttClient(inbound=inbound)
+    fleet = _fleet(client, base="acme, globex", count=4)
+
+    stats = await fleet.run(duration=0.4)
+
+    assert client.subscriptions == [("acme/pb/d/+/cmd", 1), ("globex/pb/d/+/cmd", 1)]
+    bases = {parse_topic(topic).base for topic, _, _ in client.published}
+    assert bases == {"acme", "globex"}
+    responses = [_open((t, p)) for t, p, _ in client.published if t.endswith("/response")]
+    assert [r[2].request_id for r in responses] == ["sync-41"]
+    assert stats.commands_answered == 1
+
+
+def test_topic_bases_are_single_levels() -> None:
+    from fleet.sim.alarm_panel import topic_bases
+    from fleet.sim.flood import panel_messages
+
+    assert topic_bases("esagtech") == ["esagtech"]
+    assert topic_bases(" a ,b") == ["a", "b"]
+    for bad in ("", "a,", "a/b", "a+", "#", "a b"):
+        with pytest.raises(ValueError, match="not a topic base"):
+            topic_bases(bad)
+    logins = panel_messages("a,b", KEY, 4)
+    assert [parse_topic(next(logins)[0]).base for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_fleet_simulate_refuses_a_base_that_is_no_topic_level() -> None:
+    from typer.testing import CliRunner
+
+    from fleet.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--base", "acme/pb", "--duration", "0"])
+    assert result.exit_code == 2
+    assert "not a topic base" in result.output
