@@ -135,10 +135,17 @@ def make_panels(bases: list[str], count: int, seed: int) -> list[SimulatedPanel]
 
 
 def make_workload(
-    devices: int, flat: int, paced: int, seed: int, base: str, live: int = 0, namespaces: int = 1
+    devices: int,
+    flat: int,
+    paced: int,
+    seed: int,
+    base: str,
+    live: int = 0,
+    namespaces: int = 1,
+    alarm_every: int = ALARM_EVERY,
 ) -> Workload:
     """With `namespaces` > 1 the panels are spread over that many topic bases (`{base}n0`, …),
-    one account each."""
+    one account each. One paced message in `alarm_every` is an alarm raise."""
     bases = [base] if namespaces <= 1 else [f"{base}n{k}" for k in range(namespaces)]
     panels = make_panels(bases, devices, seed)
     for index, panel in enumerate(panels):
@@ -162,7 +169,7 @@ def make_workload(
         panel = panels[index % devices]
         add("flat" if index < flat else "live", panel, panel.heartbeat(now))
     alarms: list[int] = []
-    every = max(2, min(ALARM_EVERY, paced // 4 or 2))
+    every = max(2, min(alarm_every, paced // 4 or 2))
     for index in range(paced):
         if index % every == every // 2 and len(alarms) < devices:
             # Each alarm from a panel of its own, so that its event names it.

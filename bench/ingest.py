@@ -56,6 +56,7 @@ from rich.table import Table
 from bench.broker import MAX_INFLIGHT, BrokerError, PrivateMosquitto
 from bench.ceiling import start_ceiling
 from bench.common import (
+    ALARM_EVERY,
     KEY,
     BenchError,
     Commit,
@@ -586,6 +587,7 @@ class Options:
     workers: tuple[int, ...] = (1, 2)
     split: str = "hash"  # how the workers mode splits the devices: "hash" or "account"
     namespaces: int = 1  # topic bases (accounts) the panels are spread over
+    alarm_every: int = ALARM_EVERY  # one paced message in this many is an alarm raise
     broker: str | None = None  # None: a private Mosquitto
     max_inflight: int = MAX_INFLIGHT  # ... with this max_inflight_messages
     pg_admin: str = os.environ.get(
@@ -1167,6 +1169,7 @@ async def run_bench(opts: Options, console: Console) -> dict[str, Any]:
                 base,
                 opts.messages,
                 opts.namespaces,
+                opts.alarm_every,
             )
             dbs = Databases(opts.pg_admin, opts.pg_template, workload)
             publisher = Publisher(address, f"fleet-bench-pub-{base}", workload)
@@ -1481,6 +1484,13 @@ def parse_args(
         "workers modes)",
     )
     parser.add_argument(
+        "--alarm-every",
+        type=int,
+        default=ALARM_EVERY,
+        help=f"one paced message in this many is an alarm raise (default {ALARM_EVERY}: most "
+        "batches at half capacity then hold one)",
+    )
+    parser.add_argument(
         "--broker", default=None, help="mqtt://[user:pass@]host:port (default: a private one)"
     )
     parser.add_argument(
@@ -1539,6 +1549,7 @@ def parse_args(
         workers=workers,
         split=args.split,
         namespaces=args.namespaces,
+        alarm_every=args.alarm_every,
         broker=args.broker,
         max_inflight=args.max_inflight,
         pg_admin=args.pg_admin,
@@ -1560,6 +1571,8 @@ def parse_args(
         parser.error("--workers counts must be at least 1")
     if opts.namespaces < 1:
         parser.error("--namespaces must be at least 1")
+    if opts.alarm_every < 2:
+        parser.error("--alarm-every must be at least 2")
     if opts.namespaces > 1 and {"naive", "fleet"} & set(opts.modes):
         # Their figures follow one account (the naive baseline's store, the alarms' events).
         parser.error("--namespaces applies to the ceiling and workers modes: add --modes")

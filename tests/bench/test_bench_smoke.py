@@ -123,6 +123,8 @@ def test_bench_refuses_namespaces_where_its_figures_follow_one_account() -> None
             ["--modes", "workers", "--split", "account", "--workers", "1,3", "--namespaces", "2"],
             console=Console(file=io.StringIO()),
         )
+    with pytest.raises(SystemExit):
+        main(["--alarm-every", "1"], console=Console(file=io.StringIO()))
 
 
 def test_fleet_bench_ingest_passes_its_options_through() -> None:
