@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.engine import make_url
 
 from fleet.ingest.mqtt_link import BrokerAddress
 from fleet.sim.alarm_panel import SimulatedPanel, random_mac
@@ -460,6 +461,12 @@ def child_loop(conn: Connection, handle: Callable[[str, Any], Any]) -> None:
 # --------------------------------------------------------------------------- databases
 
 
+def sibling_database(url: str, name: str) -> str:
+    """`url` with its database replaced by `name`, the rest (host, a Unix socket's
+    `?host=/var/run/postgresql`, user) kept."""
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 async def seed_devices(url: str, workload: Workload, *, migrate: bool) -> int:
     """The bench's accounts, one per namespace (the workload's topic bases), and every device
     with an empty status row, ids 1..N in the workload's order; returns the first account's
@@ -561,8 +568,7 @@ class Databases:
             conn.execute(sql)
 
     def _pg_url(self, name: str) -> str:
-        base, _, _ = self.pg_admin.rpartition("/")
-        return f"{base}/{name}"
+        return sibling_database(self.pg_admin, name)
 
     async def prepare(self, kind: str) -> None:
         if kind in self._templates:

@@ -47,6 +47,7 @@ import sqlalchemy as sa
 import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.common import sibling_database
 from fleet.api import ApiContext, build_api
 from fleet.config import Settings
 from fleet.ingest.mqtt_link import parse_mqtt_url
@@ -171,8 +172,7 @@ def _database(opts: Options) -> tuple[str, Any]:
     name = f"fleet_bench_ev_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(opts.pg_admin, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = opts.pg_admin.rpartition("/")
-    url = f"{base}/{name}"
+    url = sibling_database(opts.pg_admin, name)
     upgrade(url)
 
     def drop() -> None:

@@ -52,6 +52,7 @@ import httpx
 import psycopg
 import sqlalchemy as sa
 
+from bench.common import sibling_database
 from fleet.config import Settings
 from fleet.store import accounts
 from fleet.store.engine import create_sync_engine
@@ -115,8 +116,7 @@ class Database:
         if kind == "sqlite":
             self.url = f"sqlite:///{self.path}"
         else:
-            base, _, _ = pg_admin.rpartition("/")
-            self.url = f"{base}/{self.name}"
+            self.url = sibling_database(pg_admin, self.name)
 
     def create(self) -> None:
         if self.kind == "postgres":
