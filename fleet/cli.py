@@ -7,12 +7,15 @@ import contextlib
 import logging
 import socket
 from types import ModuleType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from fleet.config import Settings, split_host_port
+
+if TYPE_CHECKING:  # the runtime imports the whole service: only when a command needs it
+    from fleet.runtime import FleetRuntime
 
 app = typer.Typer(help="Fleet: the backend for fleets of IoT devices.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -167,7 +170,7 @@ def ingest() -> None:
     async def run() -> None:
         runtime = FleetRuntime(settings, ingest=True)
         await runtime.start()
-        console.print(f"ingesting from {runtime.broker.host}:{runtime.broker.port}; Ctrl+C stops")
+        console.print(f"{ingest_banner(runtime)}; Ctrl+C stops")
         try:
             await asyncio.Event().wait()
         finally:
@@ -175,6 +178,14 @@ def ingest() -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+def ingest_banner(runtime: FleetRuntime) -> str:
+    """What an ingest worker takes, so that an operator splitting the load can check each one."""
+    topics = ", ".join(topic for topic, _ in runtime.link.subscriptions)
+    partition = runtime.settings.ingest_partition
+    share = f", partition {partition}" if partition else ""
+    return f"ingesting from {runtime.broker.host}:{runtime.broker.port} ({topics}{share})"
 
 
 def free_port(host: str, preferred: int) -> int:

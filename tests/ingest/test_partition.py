@@ -48,3 +48,22 @@ def test_the_panels_topic_filter_takes_a_list_and_refuses_what_is_no_filter() ->
             continue
         with pytest.raises(ValidationError, match=reason):
             Settings(alarm_topic_filter=bad)
+
+
+def test_an_ingest_worker_says_what_it_takes() -> None:
+    from fleet.cli import ingest_banner
+    from fleet.config import Settings
+    from fleet.runtime import FleetRuntime
+
+    runtime = FleetRuntime(
+        Settings(
+            database_url="sqlite:///:memory:",
+            mqtt_url="mqtt://127.0.0.1:1883",
+            alarm_topic_filter="acme/pb/d/+/+,globex/pb/d/+/+",
+            ingest_partition="1/2",
+        ),
+        ingest=True,
+    )
+    banner = ingest_banner(runtime)
+    assert banner.startswith("ingesting from 127.0.0.1:1883 (acme/pb/d/+/+, globex/pb/d/+/+, ")
+    assert banner.endswith(", partition 1/2)")
