@@ -191,7 +191,10 @@ class TaskDispatcher:
             await repo.update_task(
                 conn, task_id, paced_until=allowance.paid(len(rows)), updated_at=now
             )
-        return claims, len(rows) == allowance.devices
+        # More may be due at once only if the batch size, not the pacing, cut this claim. A claim
+        # that took all that was due ends the run: looping would take a device or two per
+        # transaction for the whole slice, holding the task's lock against other processes.
+        return claims, len(rows) == self.batch_max
 
     async def _account_name(self, conn: AsyncConnection, account_id: int) -> str:
         name = self._account_names.get(account_id)

@@ -129,7 +129,9 @@ async def test_two_processes_send_each_device_once(
                 "commandType": "SET_TOU",
                 "commandParams": {"tou_profile_id": "TOU-2025-TEST"},
                 "devices": meters,
-                "ratePerSecond": 400,
+                # 3 s of dispatching: several job runs of each process, even if one of them
+                # is still busy with its first round of jobs when the task arrives.
+                "ratePerSecond": 200,
             }
             created = await client.post(f"{first}/api/v1/tasks", headers=headers, json=body)
             assert created.status_code == 202, created.text
