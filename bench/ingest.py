@@ -377,8 +377,9 @@ class IngestWorkers:
         bases = workload.bases
         if split == "account" and len(bases) < count:
             raise BenchError(f"--split account: {len(bases)} namespaces for {count} workers")
-        # Worker k's topic bases, when split by account.
+        # Worker k's topic bases, when split by account; its partition, when split by hash.
         self.bases = [bases[k::count] for k in range(count)]
+        self.partitions = [Partition(k, count) for k in range(count)]
         self.database_url = database_url
         self.workload = workload
         self.device_ids = {host: index + 1 for index, host in enumerate(workload.hostnames)}
@@ -405,7 +406,7 @@ class IngestWorkers:
         if self.split == "account":
             base = topic.partition("/")[0]
             return next(k for k, bases in enumerate(self.bases) if base in bases)
-        return next(k for k in range(self.count) if Partition(k, self.count).owns(topic))
+        return next(k for k, part in enumerate(self.partitions) if part.owns(topic))
 
     def _worker_env(self, index: int) -> dict[str, str]:
         if self.split == "account":

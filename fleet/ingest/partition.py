@@ -38,7 +38,11 @@ class Partition:
         return partition
 
     def owns(self, topic: str) -> bool:
-        # The topic without its last level names the device on every family Fleet speaks
-        # ({base}/pb/d/{hostname}, hes/{meter}, application/{app}/device/{eui}/event).
-        device_part = topic.rpartition("/")[0]
-        return zlib.crc32(device_part.encode()) % self.count == self.index
+        return zlib.crc32(device_of(topic).encode()) % self.count == self.index
+
+
+def device_of(topic: str) -> str:
+    """The topic without its last level: it names the device on every family Fleet speaks
+    ({base}/pb/d/{hostname}, hes/{meter}, application/{app}/device/{eui}/event), so all of a
+    device's topics give the same value."""
+    return topic.rpartition("/")[0]

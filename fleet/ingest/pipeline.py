@@ -34,7 +34,7 @@ from fleet.core.events import Event
 from fleet.ingest.integration import Integration
 from fleet.ingest.mqtt_link import InboundMessage, Link
 from fleet.ingest.namespaces import NamespaceResolver
-from fleet.ingest.partition import Partition
+from fleet.ingest.partition import Partition, device_of
 from fleet.ingest.rejections import IngestStats, Rejection
 from fleet.integrations.alarm_panel.codec import device_id_sync_payload
 from fleet.integrations.alarm_panel.handler import (
@@ -89,14 +89,13 @@ def _urgent_first(
     saves."""
     if len(batch) < URGENT_SPLIT_MIN:
         return [], batch
-    # A device's topics differ in their last level only ({base}/pb/d/{hostname}/{kind}).
-    devices = {m.topic.rpartition("/")[0] for m in batch if m.topic.endswith(URGENT_SUFFIXES)}
+    devices = {device_of(m.topic) for m in batch if m.topic.endswith(URGENT_SUFFIXES)}
     if not devices:
         return [], batch
     urgent: list[InboundMessage] = []
     rest: list[InboundMessage] = []
     for message in batch:
-        (urgent if message.topic.rpartition("/")[0] in devices else rest).append(message)
+        (urgent if device_of(message.topic) in devices else rest).append(message)
     return urgent, rest
 
 
